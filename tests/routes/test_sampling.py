@@ -1,0 +1,174 @@
+"""Sampling parameters reach the real engine and do what they say."""
+
+import json
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import MODEL
+
+HELLO = [{"role": "user", "content": "hello"}]
+
+
+def _chat(client: openai.OpenAI, **kwargs) -> openai.types.chat.ChatCompletion:
+    args = {"model": MODEL, "messages": HELLO, "max_tokens": 40} | kwargs
+    return client.chat.completions.create(**args)
+
+
+def test_temperature_zero_is_greedy_and_repeatable(client: openai.OpenAI) -> None:
+    first = _chat(client, temperature=0, logprobs=True, top_logprobs=1)
+    second = _chat(client, temperature=0)
+    assert first.choices[0].message.content == second.choices[0].message.content
+    # Greedy: every token is the most likely one (temperature=0 is not taken as "unset").
+    for entry in first.choices[0].logprobs.content:
+        assert entry.logprob == pytest.approx(entry.top_logprobs[0].logprob, abs=1e-4)
+
+
+def test_same_seed_same_text_other_seed_other_text(client: openai.OpenAI) -> None:
+    a = _chat(client, temperature=1.0, seed=123).choices[0].message.content
+    b = _chat(client, temperature=1.0, seed=123).choices[0].message.content
+    c = _chat(client, temperature=1.0, seed=124).choices[0].message.content
+    assert a == b
+    assert a != c
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_max_tokens_with_ignore_eos_gives_exactly_that_many(
+    client: openai.OpenAI, stream: bool
+) -> None:
+    result = _chat(
+        client,
+        max_tokens=23,
+        stream=stream,
+        logprobs=True,
+        extra_body={"ignore_eos": True},
+        **({"stream_options": {"include_usage": True}} if stream else {}),
+    )
+    if stream:
+        chunks = list(result)
+        finish = [c.choices[0].finish_reason for c in chunks if c.choices][-1]
+        tokens = sum(
+            len(c.choices[0].logprobs.content)
+            for c in chunks
+            if c.choices and c.choices[0].logprobs
+        )
+        assert chunks[-1].usage.completion_tokens == 23
+    else:
+        finish = result.choices[0].finish_reason
+        tokens = len(result.choices[0].logprobs.content)
+        assert result.usage.completion_tokens == 23
+    assert tokens == 23
+    assert finish == "length"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_stop_string_ends_generation_and_is_not_included(
+    client: openai.OpenAI, stream: bool
+) -> None:
+    full = _chat(client, temperature=0, max_tokens=60, extra_body={"ignore_eos": True})
+    text = full.choices[0].message.content
+    stop = text[len(text) // 2 : len(text) // 2 + 3]
+    assert len(stop) == 3
+    expected = text[: text.index(stop)]
+    result = _chat(
+        client,
+        temperature=0,
+        max_tokens=60,
+        stop=[stop, "never-occurs"],
+        stream=stream,
+        extra_body={"ignore_eos": True},
+    )
+    if stream:
+        chunks = list(result)
+        got = "".join(c.choices[0].delta.content or "" for c in chunks)
+        finish = chunks[-1].choices[0].finish_reason
+    else:
+        got, finish = result.choices[0].message.content, result.choices[0].finish_reason
+    assert got == expected
+    assert stop not in got
+    assert finish == "stop"
+
+
+def test_logit_bias_forces_a_token(client: openai.OpenAI, tokenizer) -> None:
+    token_id = tokenizer.convert_tokens_to_ids("Ġkangaroo")
+    assert token_id != tokenizer.unk_token_id
+    reply = _chat(
+        client,
+        temperature=0,
+        max_tokens=4,
+        logit_bias={str(token_id): 100},
+        extra_body={"ignore_eos": True},
+    )
+    assert reply.choices[0].message.content == " kangaroo" * 4
+
+
+def test_penalties_change_greedy_output(client: openai.OpenAI) -> None:
+    plain = _chat(client, temperature=0, max_tokens=60, extra_body={"ignore_eos": True})
+    for penalty in (
+        {"presence_penalty": 2.0},
+        {"frequency_penalty": 2.0},
+        {"extra_body": {"repetition_penalty": 2.0, "ignore_eos": True}},
+    ):
+        args = {"extra_body": {"ignore_eos": True}} | penalty
+        other = _chat(client, temperature=0, max_tokens=60, **args)
+        assert other.choices[0].message.content != plain.choices[0].message.content, penalty
+
+
+def test_top_k_one_is_greedy(client: openai.OpenAI) -> None:
+    greedy = _chat(client, temperature=0).choices[0].message.content
+    top1 = (
+        _chat(client, temperature=1.0, seed=5, extra_body={"top_k": 1}).choices[0].message.content
+    )
+    assert top1 == greedy
+
+
+def test_tiny_top_p_and_high_min_p_are_greedy(client: openai.OpenAI) -> None:
+    greedy = _chat(client, temperature=0).choices[0].message.content
+    assert _chat(client, temperature=1.0, seed=9, top_p=1e-6).choices[0].message.content == greedy
+    min_p = _chat(client, temperature=1.0, seed=9, extra_body={"min_p": 1.0})
+    assert min_p.choices[0].message.content == greedy
+
+
+def test_user_field_is_accepted(client: openai.OpenAI) -> None:
+    assert _chat(client, max_tokens=2, user="user-1234").choices
+
+
+def test_stream_deltas_hold_only_complete_characters(http: httpx.Client, tokenizer) -> None:
+    # The demo vocabulary splits multi-byte characters (é, 世界, 🦘) over byte tokens, and the
+    # random model emits such pieces often. At every chunk, the text streamed so far must be a
+    # prefix of the decoded tokens streamed so far, short of them only by a tail that ends in an
+    # unfinished character: never a replacement character for bytes that are still coming.
+    held_back = 0
+    for seed in range(4):
+        body = {
+            "model": MODEL,
+            "messages": HELLO,
+            "max_tokens": 300,
+            "temperature": 1.0,
+            "seed": seed,
+            "ignore_eos": True,
+            "stream": True,
+            "return_token_ids": True,
+        }
+        text, ids = "", []
+        for chunk in _sse_chunks(http, body):
+            for choice in chunk["choices"]:
+                text += choice["delta"].get("content", "")
+                ids += choice.get("token_ids", [])
+                decoded = tokenizer.decode(ids, skip_special_tokens=True)
+                assert decoded.startswith(text)
+                rest = decoded[len(text) :]
+                # Held back only while the text ends in an unfinished character.
+                assert rest == "" or rest.endswith("\ufffd"), (text, decoded)
+                held_back += bool(rest)
+        assert text == tokenizer.decode(ids, skip_special_tokens=True)
+    assert held_back > 0  # the case under test did occur
+
+
+def _sse_chunks(http: httpx.Client, body: dict) -> Iterator[dict]:
+    with http.stream("POST", "/v1/chat/completions", json=body) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                yield json.loads(line[len("data: ") :])
