@@ -1,0 +1,1 @@
+"""Kangaroo's OpenAI-compatible generation server on an in-process vLLM engine."""

@@ -69,7 +69,8 @@ class ChoiceTotals:
     def __init__(self, num_choices: int):
         self.texts: list[list[str]] = [[] for _ in range(num_choices)]
         self.token_ids: list[list[int]] = [[] for _ in range(num_choices)]
-        self.logprobs: list[list[TokenLogprob] | None] = [None] * num_choices
+        self.logprobs: list[list[TokenLogprob]] = [[] for _ in range(num_choices)]
+        self.has_logprobs = False
         self.finish_reasons: list[str | None] = [None] * num_choices
 
     def add(self, index: int, delta: ChoiceDelta) -> None:
@@ -78,13 +79,18 @@ class ChoiceTotals:
         self.texts[index].append(delta.text)
         self.token_ids[index].extend(delta.token_ids)
         if delta.logprobs is not None:
-            self.logprobs[index] = (self.logprobs[index] or []) + list(delta.logprobs)
+            self.has_logprobs = True
+            self.logprobs[index].extend(delta.logprobs)
         if delta.finish_reason is not None:
             self.finish_reasons[index] = delta.finish_reason
 
     def text(self, index: int) -> str:
         """The whole text of choice `index`."""
         return "".join(self.texts[index])
+
+    def logprobs_of(self, index: int) -> list[TokenLogprob] | None:
+        """The token logprobs of choice `index`, or None when none were asked for."""
+        return self.logprobs[index] if self.has_logprobs else None
 
     @property
     def completion_tokens(self) -> int:

@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from server.errors import SettingsError
 
 # vLLM accepts only these LoRA ranks.
-LoraRank = Literal[1, 8, 16, 32, 64, 128, 256, 320, 512]
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 
 def _default_cache_dir() -> Path:
@@ -88,10 +88,15 @@ class Settings(BaseSettings):
         None, description="'ray' for multi-node; default: vLLM's choice."
     )
     seed: int = Field(0, description="Engine seed (requests without `seed` sample from it).")
+    enforce_eager: bool = Field(
+        False, description="Run the model eagerly: no torch.compile at start-up."
+    )
 
     # LoRA (adapters are served through vLLM's LoRA support)
     enable_lora: bool = Field(False, description="Allow LoRA adapters.")
-    max_lora_rank: LoraRank = Field(16, description="Largest adapter rank the engine accepts.")
+    max_lora_rank: int = Field(
+        16, description=f"Largest adapter rank the engine accepts: one of {LORA_RANKS}."
+    )
     max_loras: int = Field(4, ge=1, description="Adapters in one batch.")
     max_cpu_loras: int | None = Field(
         None, ge=1, description="Adapters kept in CPU memory (>= max_loras)."
@@ -110,6 +115,13 @@ class Settings(BaseSettings):
         ):
             raise ValueError("no such model folder")
         return model
+
+    @field_validator("max_lora_rank")
+    @classmethod
+    def _lora_rank_vllm_accepts(cls, rank: int) -> int:
+        if rank not in LORA_RANKS:
+            raise ValueError(f"must be one of {', '.join(map(str, LORA_RANKS))}")
+        return rank
 
     @model_validator(mode="after")
     def _check_lora_capacity(self) -> "Settings":

@@ -5,6 +5,7 @@ import os
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import jinja2
 from vllm import SamplingParams
 from vllm.engine.arg_utils import AsyncEngineArgs
 from vllm.inputs import tokens_input
@@ -14,6 +15,7 @@ from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.metrics.loggers import StatLoggerBase
 from vllm.v1.metrics.stats import SchedulerStats
 
+from server.errors import InvalidRequestError
 from server.generation import ChoiceDelta, EngineStats, SamplingOptions, TokenLogprob
 from server.settings import Settings
 
@@ -50,6 +52,7 @@ class VllmEngine:
             pipeline_parallel_size=settings.pipeline_parallel_size,
             distributed_executor_backend=settings.distributed_executor_backend,
             seed=settings.seed,
+            enforce_eager=settings.enforce_eager,
             enable_lora=settings.enable_lora,
             max_lora_rank=settings.max_lora_rank,
             max_loras=settings.max_loras,
@@ -62,9 +65,7 @@ class VllmEngine:
 
     def render_chat(self, messages: Sequence[dict[str, Any]]) -> str:
         """Render chat messages with the model's own chat template, ready for a reply."""
-        return self._tokenizer.apply_chat_template(
-            list(messages), tokenize=False, add_generation_prompt=True
-        )
+        return render_chat_template(self._tokenizer, messages)
 
     def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]:
         """Token ids of `text`; `add_special_tokens` adds what the tokenizer adds (e.g. BOS)."""
@@ -103,6 +104,23 @@ class VllmEngine:
     def shutdown(self) -> None:
         """Stop the engine core and its worker processes."""
         self._llm.shutdown()
+
+
+def render_chat_template(tokenizer: Any, messages: Sequence[dict[str, Any]]) -> str:
+    """Apply `tokenizer`'s chat template; 400 when the template refuses the messages.
+
+    Templates reject what their model cannot take (a role, an order of turns) by raising
+    from Jinja: that is the client's request, not our failure.
+    """
+    try:
+        prompt: str = tokenizer.apply_chat_template(
+            list(messages), tokenize=False, add_generation_prompt=True
+        )
+    except jinja2.TemplateError as exc:
+        raise InvalidRequestError(
+            f"The model's chat template rejected the messages: {exc}", "messages"
+        ) from None
+    return prompt
 
 
 def _sampling_params(options: SamplingOptions, n: int) -> SamplingParams:

@@ -1,6 +1,8 @@
 """The README's two commands exist, and CI runs exactly the test command."""
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.conftest import REPO
@@ -31,3 +33,10 @@ def test_ci_runs_the_readme_test_command() -> None:
 def test_both_commands_install_first() -> None:
     for script in ("serve.sh", "test.sh"):
         assert "scripts/setup.sh" in (REPO / "scripts" / script).read_text()
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "kangaroo-serve"
+    r = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0
+    assert "--max-num-seqs" in r.stdout

@@ -122,3 +122,12 @@ def test_server_exits_nonzero_when_the_engine_cannot_start(tmp_path: Path) -> No
     )
     assert r.returncode == 1
     assert "The engine failed to start" in r.stderr
+
+
+def test_lora_rank_from_flag_env_and_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings(["--max-lora-rank", "64"]).max_lora_rank == 64
+    config = tmp_path / "k.toml"
+    config.write_text("max_lora_rank = 128\n")
+    assert load_settings(["--config", str(config)]).max_lora_rank == 128
+    monkeypatch.setenv("KANGAROO_MAX_LORA_RANK", "320")
+    assert load_settings(["--config", str(config)]).max_lora_rank == 320

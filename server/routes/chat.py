@@ -110,7 +110,7 @@ async def _collect(
         choice = {
             "index": i,
             "message": {"role": "assistant", "content": totals.text(i)},
-            "logprobs": _chat_logprobs(totals.logprobs[i]),
+            "logprobs": _chat_logprobs(totals.logprobs_of(i)),
             "finish_reason": totals.finish_reasons[i],
         }
         if reply.return_token_ids:

@@ -173,7 +173,7 @@ async def _collect(
         choice = {
             "index": i,
             "text": totals.text(i),
-            "logprobs": _completion_logprobs(totals.logprobs[i], 0),
+            "logprobs": _completion_logprobs(totals.logprobs_of(i), 0),
             "finish_reason": totals.finish_reasons[i],
         }
         if reply.return_token_ids:

@@ -1,0 +1,104 @@
+"""Parts of the vLLM engine module that need no running engine."""
+
+import os
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+from vllm.v1.engine.async_llm import AsyncLLM
+
+from server.demo_model import ensure_demo_model
+from server.errors import InvalidRequestError
+from server.settings import load_settings
+from server.vllm_engine import VllmEngine, render_chat_template
+
+STRICT_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] not in ['user', 'assistant'] %}"
+    "{{ raise_exception('Only user and assistant roles are supported, not ' + m['role']) }}"
+    "{% endif %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory: pytest.TempPathFactory):
+    folder: Path = ensure_demo_model(tmp_path_factory.mktemp("demo"))
+    tok = AutoTokenizer.from_pretrained(folder)
+    tok.chat_template = STRICT_TEMPLATE
+    return tok
+
+
+def test_template_renders_accepted_messages(tokenizer) -> None:
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+    assert render_chat_template(tokenizer, messages) == "user: hi\nassistant: yo\n"
+
+
+def test_template_refusal_is_a_400_naming_the_reason(tokenizer) -> None:
+    with pytest.raises(InvalidRequestError) as err:
+        render_chat_template(tokenizer, [{"role": "tool", "content": "42"}])
+    assert err.value.status_code == 400
+    assert err.value.param == "messages"
+    assert "not tool" in err.value.message
+
+
+def test_settings_reach_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    captured = {}
+
+    def capture(args, stat_loggers):
+        captured["args"] = args
+        raise RuntimeError("captured")
+
+    monkeypatch.setattr(AsyncLLM, "from_engine_args", capture)
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "unset")
+    settings = load_settings(
+        [
+            "--dtype",
+            "float32",
+            "--max-model-len",
+            "512",
+            "--max-num-seqs",
+            "7",
+            "--max-num-batched-tokens",
+            "1024",
+            "--no-enable-prefix-caching",
+            "--kv-cache-gib",
+            "3",
+            "--gpu-memory-utilization",
+            "0.5",
+            "--tensor-parallel-size",
+            "2",
+            "--pipeline-parallel-size",
+            "3",
+            "--distributed-executor-backend",
+            "ray",
+            "--seed",
+            "9",
+            "--enforce-eager",
+            "--enable-lora",
+            "--max-lora-rank",
+            "64",
+            "--max-loras",
+            "2",
+            "--max-cpu-loras",
+            "5",
+            "--served-model-name",
+            "named",
+        ]
+    )
+    with pytest.raises(RuntimeError, match="captured"):
+        VllmEngine.start(settings, "/models/m")
+    args = captured["args"]
+    assert (args.model, args.served_model_name, args.dtype) == ("/models/m", "named", "float32")
+    assert (args.max_model_len, args.max_num_seqs, args.max_num_batched_tokens) == (512, 7, 1024)
+    assert args.enable_prefix_caching is False
+    assert args.gpu_memory_utilization == 0.5
+    assert (args.tensor_parallel_size, args.pipeline_parallel_size) == (2, 3)
+    assert args.distributed_executor_backend == "ray"
+    assert args.seed == 9
+    assert args.enforce_eager is True
+    assert (args.enable_lora, args.max_lora_rank, args.max_loras, args.max_cpu_loras) == (
+        True,
+        64,
+        2,
+        5,
+    )
+    assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "3"
