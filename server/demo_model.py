@@ -9,13 +9,14 @@ import json
 import logging
 import random
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
 # Bump when the recipe changes: the cache folder name carries it, so old builds are not reused.
-DEMO_MODEL_VERSION = "1"
+DEMO_MODEL_VERSION = "2"
 DEMO_MODEL_NAME = "kangaroo-demo"
 
 SPECIAL_TOKENS = ["<|pad|>", "<|begin_of_text|>", "<|end_of_text|>", "<|im_start|>", "<|im_end|>"]
@@ -67,8 +68,23 @@ def ensure_demo_model(cache_root: Path) -> Path:
     return target
 
 
-def build_demo_model(out_dir: Path, seed: int = 0) -> None:
-    """Write tokenizer, config and random weights of the demo model into `out_dir`."""
+@dataclass(frozen=True)
+class ModelShape:
+    """Size of a Llama built from nothing."""
+
+    hidden_size: int = 256
+    intermediate_size: int = 688
+    num_layers: int = 4
+    num_heads: int = 4
+
+
+DEMO_SHAPE = ModelShape()
+# ~88 M parameters: big enough that the model, not the server, sets the pace on a CPU.
+BENCH_100M_SHAPE = ModelShape(hidden_size=768, intermediate_size=2048, num_layers=12, num_heads=12)
+
+
+def build_demo_model(out_dir: Path, seed: int = 0, shape: ModelShape = DEMO_SHAPE) -> None:
+    """Write tokenizer, config and random weights of a demo-style model into `out_dir`."""
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
@@ -78,20 +94,22 @@ def build_demo_model(out_dir: Path, seed: int = 0) -> None:
     ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=256,
-        intermediate_size=688,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=4,
+        hidden_size=shape.hidden_size,
+        intermediate_size=shape.intermediate_size,
+        num_hidden_layers=shape.num_layers,
+        num_attention_heads=shape.num_heads,
+        num_key_value_heads=shape.num_heads,
         max_position_embeddings=2048,
         tie_word_embeddings=True,
         bos_token_id=ids["<|begin_of_text|>"],
         eos_token_id=ids["<|im_end|>"],
         pad_token_id=ids["<|pad|>"],
-        dtype="bfloat16",
+        # float32: on CPUs vLLM's bf16 matmuls fall back to a slow path (measured 3x slower
+        # for this model), and a model this small gains nothing from half precision.
+        dtype="float32",
     )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config).to(torch.bfloat16)
+    model = LlamaForCausalLM(config).to(torch.float32)
     model.save_pretrained(out_dir)
     GenerationConfig(
         bos_token_id=config.bos_token_id,

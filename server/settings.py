@@ -76,8 +76,8 @@ class Settings(BaseSettings):
         None, ge=16, description="Most tokens in one engine step. Default: vLLM's."
     )
     enable_prefix_caching: bool = Field(True, description="Reuse KV blocks of shared prefixes.")
-    kv_cache_gib: float = Field(
-        2.0, gt=0, description="KV cache size in GiB on CPU (VLLM_CPU_KVCACHE_SPACE)."
+    kv_cache_gib: int = Field(
+        2, ge=1, description="KV cache size in whole GiB on CPU (VLLM_CPU_KVCACHE_SPACE)."
     )
     gpu_memory_utilization: float = Field(
         0.9, gt=0, le=1, description="Fraction of GPU memory vLLM may use on CUDA."

@@ -10,7 +10,7 @@ from vllm.v1.engine.async_llm import AsyncLLM
 from server.demo_model import ensure_demo_model
 from server.errors import InvalidRequestError
 from server.settings import load_settings
-from server.vllm_engine import VllmEngine, render_chat_template
+from server.vllm_engine import VllmEngine, checkpoint_dtype, render_chat_template
 
 STRICT_TEMPLATE = (
     "{% for m in messages %}{% if m['role'] not in ['user', 'assistant'] %}"
@@ -102,3 +102,14 @@ def test_settings_reach_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
         5,
     )
     assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "3"
+
+
+def test_auto_dtype_is_the_checkpoint_dtype(tmp_path: Path) -> None:
+    assert checkpoint_dtype(str(tmp_path)) == "auto"  # no config: vLLM decides
+    (tmp_path / "config.json").write_text('{"torch_dtype": "float32"}')
+    assert checkpoint_dtype(str(tmp_path)) == "float32"
+    (tmp_path / "config.json").write_text('{"dtype": "bfloat16"}')
+    assert checkpoint_dtype(str(tmp_path)) == "bfloat16"
+    (tmp_path / "config.json").write_text('{"dtype": "int4"}')
+    assert checkpoint_dtype(str(tmp_path)) == "auto"
+    assert checkpoint_dtype("org/hub-model") == "auto"
