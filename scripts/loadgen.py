@@ -123,10 +123,16 @@ async def run_workload(
 ) -> tuple[list[RequestRecord], float]:
     """Send the workload's prompts through `send`, at its concurrency and arrival times.
 
-    A few short warm-up requests go first and are not recorded. Returns the records and the
-    wall time the measured requests took.
+    Warm-up requests go first, at the same concurrency, and are not recorded: the engine's
+    first batches of a new size are slow (compilation), and that is not what is measured.
+    Returns the records and the wall time the measured requests took.
     """
-    warmup = Workload(workload.warmup_requests, workload.prompt_words, seed=-1)
+    warmup = Workload(
+        max(workload.warmup_requests, workload.concurrency),
+        workload.prompt_words,
+        concurrency=workload.concurrency,
+        seed=-1,
+    )
     await _drive(send, warmup, None)
     started = time.perf_counter()
     records = await _drive(send, workload, on_done)

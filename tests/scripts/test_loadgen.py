@@ -86,10 +86,11 @@ def test_poisson_gaps_have_the_requested_rate() -> None:
 
 
 def test_concurrency_is_never_exceeded() -> None:
-    in_flight, peak = 0, 0
+    in_flight, peak, sent = 0, 0, 0
 
     async def send(prompt: str) -> RequestRecord:
-        nonlocal in_flight, peak
+        nonlocal in_flight, peak, sent
+        sent += 1
         in_flight += 1
         peak = max(peak, in_flight)
         await asyncio.sleep(0.001)
@@ -102,5 +103,6 @@ def test_concurrency_is_never_exceeded() -> None:
     )
     assert len(records) == 40
     assert len(done) == 40  # progress counts measured requests, not the warm-up
+    assert sent == 40 + 5  # the warm-up runs at the measured concurrency
     assert peak == 5
     assert duration > 0
