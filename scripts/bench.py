@@ -212,6 +212,7 @@ def sweep_engine_in_subprocess(
     ]
     subprocess.run(cmd, cwd=REPO, check=True)
     rows: list[dict[str, Any]] = json.loads(result.read_text())
+    result.unlink()
     return rows
 
 
@@ -373,7 +374,9 @@ def _sweep_from(args: argparse.Namespace) -> Sweep:
         args.prompt_words,
         args.output_tokens,
         args.request_rate,
-        seed=args.seed,
+        args.min_requests,
+        args.requests_per_stream,
+        args.seed,
     )
 
 
@@ -392,6 +395,8 @@ def main(argv: list[str] | None = None) -> None:
             "--request-rate", type=float, help="Poisson arrivals/s (default: closed loop)"
         )
         sub.add_argument("--seed", type=int, default=0)
+        sub.add_argument("--min-requests", type=int, default=32, help="per concurrency level")
+        sub.add_argument("--requests-per-stream", type=int, default=4, help="requests = this × c")
         sub.add_argument("--out", type=Path, default=Path("bench-results"))
     sweep_cmd = commands.choices["sweep"]
     sweep_cmd.add_argument("--url", required=True, help="base URL, e.g. http://127.0.0.1:8000/v1")

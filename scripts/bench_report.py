@@ -81,6 +81,7 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
 def plot(rows: Sequence[dict[str, Any]], key: str, ylabel: str, path: Path) -> None:
     """One line per system of `key` against concurrency, log-scaled x axis, saved as PNG."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -92,6 +93,8 @@ def plot(rows: Sequence[dict[str, Any]], key: str, ylabel: str, path: Path) -> N
             xs, ys = zip(*points, strict=True)
             ax.plot(xs, ys, marker="o", label=system)
     ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted({row["concurrency"] for row in rows}))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.set_xlabel("concurrent streams")
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)

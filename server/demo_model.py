@@ -79,7 +79,7 @@ class ModelShape:
 
 
 DEMO_SHAPE = ModelShape()
-# ~88 M parameters: big enough that the model, not the server, sets the pace on a CPU.
+# 85 M parameters: big enough that the model, not the server, sets the pace on a CPU.
 BENCH_100M_SHAPE = ModelShape(hidden_size=768, intermediate_size=2048, num_layers=12, num_heads=12)
 
 
