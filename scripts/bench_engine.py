@@ -40,17 +40,11 @@ async def engine_sender(
         )
         ids = tokenizer.encode(text, add_special_tokens=False)
         record = RequestRecord(start=time.perf_counter())
-        last = record.start
         async for output in llm.generate(tokens_input(ids), params, uuid.uuid4().hex):
             completion = output.outputs[0]
             record.output_tokens += len(completion.token_ids)
             if completion.text:
-                now = time.perf_counter()
-                if record.first_token_at is None:
-                    record.first_token_at = now
-                else:
-                    record.chunk_gaps.append(now - last)
-                last = now
+                record.mark_content()
         record.end = time.perf_counter()
         record.ok = True
         return record

@@ -64,6 +64,16 @@ class RequestRecord:
     output_tokens: int = 0
     token_source: str = "usage"  # "usage", or the fallback counter's name
     error: str | None = None
+    last_content_at: float = 0.0
+
+    def mark_content(self) -> None:
+        """Note that content arrived now: the first sets TTFT, each later one adds a gap."""
+        now = time.perf_counter()
+        if self.first_token_at is None:
+            self.first_token_at = now
+        else:
+            self.chunk_gaps.append(now - self.last_content_at)
+        self.last_content_at = now
 
     @property
     def ttft(self) -> float | None:
@@ -200,7 +210,6 @@ async def _stream_one(
     }
     record = RequestRecord(start=time.perf_counter())
     reading = StreamReading()
-    last = record.start
     try:
         async with session.post(f"{base_url}/chat/completions", json=body) as response:
             if response.status != 200:
@@ -208,12 +217,7 @@ async def _stream_one(
                 return record
             async for raw in response.content:
                 if read_sse_line(raw.decode(), reading):
-                    now = time.perf_counter()
-                    if record.first_token_at is None:
-                        record.first_token_at = now
-                    else:
-                        record.chunk_gaps.append(now - last)
-                    last = now
+                    record.mark_content()
     except (TimeoutError, aiohttp.ClientError) as exc:
         record.error = f"{type(exc).__name__}: {exc}"
         return record

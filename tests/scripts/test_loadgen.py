@@ -106,3 +106,13 @@ def test_concurrency_is_never_exceeded() -> None:
     assert sent == 40 + 5  # the warm-up runs at the measured concurrency
     assert peak == 5
     assert duration > 0
+
+
+def test_content_marks_give_ttft_then_gaps() -> None:
+    record = RequestRecord(start=0.0)
+    for _ in range(3):
+        record.mark_content()
+    assert record.ttft is not None
+    assert record.ttft > 0
+    assert len(record.chunk_gaps) == 2
+    assert all(gap >= 0 for gap in record.chunk_gaps)
