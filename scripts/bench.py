@@ -32,7 +32,7 @@ from tqdm import tqdm
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from scripts.bench_report import markdown_table, plot, ratio, summarize  # noqa: E402
+from scripts.bench_report import markdown_table, median_rows, plot, ratio, summarize  # noqa: E402
 from scripts.loadgen import TokenCounter, Workload, http_sender, run_workload  # noqa: E402
 
 SERVED_NAME = "bench-model"
@@ -257,24 +257,35 @@ def prepare_model(size: str, model: str | None) -> str:
 
 
 def compare(args: argparse.Namespace) -> None:
-    """Ours vs vLLM's server vs the bare engine: same model, settings and workload."""
+    """Ours vs vLLM's server vs the bare engine: same model, settings and workload.
+
+    With --repeats N the three run in turn N times (ABCABC...), so drift of the machine over
+    time spreads over all of them; the table holds each figure's median over the repeats.
+    """
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     model_dir = prepare_model(args.size, args.model)
     engine = EngineSettings(max_num_seqs=args.max_num_seqs)
     sweep = _sweep_from(args)
-    rows = asyncio.run(sweep_server("kangaroo", kangaroo_cmd, model_dir, engine, sweep, out))
-    rows += asyncio.run(
-        sweep_server("vLLM api_server", vllm_server_cmd, model_dir, engine, sweep, out)
-    )
-    rows += sweep_engine_in_subprocess(model_dir, engine, sweep, out)
+    runs: list[dict[str, Any]] = []
+    for repeat in range(args.repeats):
+        rows = asyncio.run(sweep_server("kangaroo", kangaroo_cmd, model_dir, engine, sweep, out))
+        rows += asyncio.run(
+            sweep_server("vLLM api_server", vllm_server_cmd, model_dir, engine, sweep, out)
+        )
+        rows += sweep_engine_in_subprocess(model_dir, engine, sweep, out)
+        runs += [row | {"repeat": repeat} for row in rows]
+    rows = median_rows(runs)
     verdict = ratios(rows, max(sweep.concurrencies), min(sweep.concurrencies))
-    write_results(
-        out,
-        rows,
-        verdict,
-        {"model": model_dir, "engine": asdict(engine), "sweep": asdict(sweep), "command": sys.argv},
-    )
+    meta = {
+        "model": model_dir,
+        "engine": asdict(engine),
+        "sweep": asdict(sweep),
+        "repeats": args.repeats,
+        "command": sys.argv,
+        "runs": runs,
+    }
+    write_results(out, rows, verdict, meta)
     print(markdown_table(rows))
     print(ratios_text(verdict))
 
@@ -406,6 +417,9 @@ def main(argv: list[str] | None = None) -> None:
     compare_cmd.add_argument("--size", choices=["demo", "100m"], default="demo")
     compare_cmd.add_argument("--model", help="model folder (default: built from nothing)")
     compare_cmd.add_argument("--max-num-seqs", type=int, default=256)
+    compare_cmd.add_argument(
+        "--repeats", type=int, default=1, help="runs of each system, interleaved"
+    )
     engine_cmd = commands.add_parser("_engine")  # internal: the bare engine in its own process
     for flag in ("--model-dir", "--engine", "--sweep", "--result"):
         engine_cmd.add_argument(flag, required=True)

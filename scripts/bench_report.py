@@ -57,6 +57,27 @@ COLUMNS = [
 ]
 
 
+def median_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (system, concurrency): the median of each figure over repeated runs.
+
+    `output_tok_s_min` / `_max` keep the spread of throughput; `runs` counts the repeats.
+    """
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault((run["system"], run["concurrency"]), []).append(run)
+    rows = []
+    for (system, concurrency), group in groups.items():
+        row: dict[str, Any] = {"system": system, "concurrency": concurrency, "runs": len(group)}
+        for key, value in group[0].items():
+            if isinstance(value, int | float) and key not in row and key != "repeat":
+                values = [g[key] for g in group if g.get(key) is not None]
+                row[key] = float(np.median(values)) if values else None
+        throughputs = [g["output_tok_s"] for g in group]
+        row["output_tok_s_min"], row["output_tok_s_max"] = min(throughputs), max(throughputs)
+        rows.append(row)
+    return rows
+
+
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     """Rows (each a summary plus `system` and `concurrency`) as a Markdown table."""
     header = ["system"] + [title for _, title, _ in COLUMNS]

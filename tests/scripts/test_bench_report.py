@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.bench_report import markdown_table, percentile, plot, ratio, summarize
+from scripts.bench_report import markdown_table, median_rows, percentile, plot, ratio, summarize
 from scripts.loadgen import RequestRecord
 
 
@@ -60,3 +60,30 @@ def test_markdown_table_and_plot(tmp_path: Path) -> None:
     assert len(table) == 4
     plot(rows, "output_tok_s", "tok/s", tmp_path / "t.png")
     assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_median_rows_over_repeats() -> None:
+    def run(system: str, c: int, tok_s: float, ttft: float | None, repeat: int) -> dict:
+        return {
+            "system": system,
+            "concurrency": c,
+            "output_tok_s": tok_s,
+            "ttft_ms_p99": ttft,
+            "requests_failed": 0,
+            "repeat": repeat,
+            "token_count_source": "usage",
+        }
+
+    runs = [
+        run("a", 1, 10.0, 5.0, 0),
+        run("a", 1, 30.0, None, 1),
+        run("a", 1, 20.0, 7.0, 2),
+        run("b", 1, 1.0, 1.0, 0),
+    ]
+    rows = {(r["system"], r["concurrency"]): r for r in median_rows(runs)}
+    a = rows[("a", 1)]
+    assert a["output_tok_s"] == 20.0
+    assert a["ttft_ms_p99"] == 6.0  # median of the values present
+    assert (a["output_tok_s_min"], a["output_tok_s_max"], a["runs"]) == (10.0, 30.0, 3)
+    assert "repeat" not in a
+    assert rows[("b", 1)]["runs"] == 1
