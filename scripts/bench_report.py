@@ -53,7 +53,7 @@ COLUMNS = [
     ("itl_ms_p99", "ITL p99 ms", "{:.1f}"),
     ("e2e_ms_p50", "E2E p50 ms", "{:.0f}"),
     ("e2e_ms_p99", "E2E p99 ms", "{:.0f}"),
-    ("requests_failed", "failed", "{}"),
+    ("requests_failed", "failed", "{:.0f}"),
 ]
 
 
