@@ -125,52 +125,35 @@ def running_server(cmd: list[str], port: int, log: Path, env: dict[str, str]) ->
             process.kill()
 
 
+def _shared_flags(model_dir: str, port: int, engine: EngineSettings) -> list[str]:
+    """Flags both servers spell the same way: model, name, port and engine settings."""
+    return [
+        "--model", model_dir,
+        "--served-model-name", SERVED_NAME,
+        "--port", str(port),
+        "--dtype", engine.dtype,
+        "--max-model-len", str(engine.max_model_len),
+        "--max-num-seqs", str(engine.max_num_seqs),
+    ]  # fmt: skip
+
+
 def kangaroo_cmd(model_dir: str, port: int, engine: EngineSettings) -> list[str]:
     """Our server with the shared engine settings."""
     return [
-        sys.executable,
-        "-m",
-        "server",
-        "--model",
-        model_dir,
-        "--served-model-name",
-        SERVED_NAME,
-        "--port",
-        str(port),
-        "--dtype",
-        engine.dtype,
-        "--max-model-len",
-        str(engine.max_model_len),
-        "--max-num-seqs",
-        str(engine.max_num_seqs),
-        "--kv-cache-gib",
-        str(engine.kv_cache_gib),
-        "--log-level",
-        "warning",
-    ]
+        sys.executable, "-m", "server", *_shared_flags(model_dir, port, engine),
+        "--kv-cache-gib", str(engine.kv_cache_gib), "--log-level", "warning",
+    ]  # fmt: skip
 
 
 def vllm_server_cmd(model_dir: str, port: int, engine: EngineSettings) -> list[str]:
-    """vLLM's own OpenAI server, as its users start it, with the shared engine settings."""
+    """vLLM's own OpenAI server, as its users start it, with the shared engine settings.
+
+    Its KV cache size comes from VLLM_CPU_KVCACHE_SPACE, set by `sweep_server`.
+    """
     return [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        model_dir,
-        "--served-model-name",
-        SERVED_NAME,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--dtype",
-        engine.dtype,
-        "--max-model-len",
-        str(engine.max_model_len),
-        "--max-num-seqs",
-        str(engine.max_num_seqs),
-    ]
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        *_shared_flags(model_dir, port, engine), "--host", "127.0.0.1",
+    ]  # fmt: skip
 
 
 async def sweep_server(

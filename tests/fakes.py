@@ -24,7 +24,6 @@ class FakeEngine:
         self.script = script.split(" ")
         self.fail_after = fail_after
         self.crash = crash or EngineFailedError("the fake engine failed")
-        self.aborted: list[str] = []
         self.is_shut_down = False
 
     def render_chat(self, messages: Sequence[dict[str, Any]]) -> str:
@@ -37,23 +36,17 @@ class FakeEngine:
         self, request_id: str, prompt_token_ids: list[int], options: SamplingOptions
     ) -> AsyncIterator[list[ChoiceDelta]]:
         words = self.script[: options.max_tokens]
-        try:
-            for i, word in enumerate(words):
-                if self.fail_after is not None and i == self.fail_after:
-                    raise self.crash
-                await asyncio.sleep(0)
-                text = word if i == 0 else " " + word
-                last = i == len(words) - 1
-                finish = (
-                    ("length" if len(words) == options.max_tokens else "stop") if last else None
-                )
-                yield [
-                    ChoiceDelta(index=c, text=text, token_ids=(i,), finish_reason=finish)
-                    for c in range(options.n)
-                ]
-        except (asyncio.CancelledError, GeneratorExit):
-            self.aborted.append(request_id)
-            raise
+        for i, word in enumerate(words):
+            if self.fail_after is not None and i == self.fail_after:
+                raise self.crash
+            await asyncio.sleep(0)
+            text = word if i == 0 else " " + word
+            last = i == len(words) - 1
+            finish = ("length" if len(words) == options.max_tokens else "stop") if last else None
+            yield [
+                ChoiceDelta(index=c, text=text, token_ids=(i,), finish_reason=finish)
+                for c in range(options.n)
+            ]
 
     def stats(self) -> EngineStats:
         return EngineStats(0, 0, 0, 0.0)
