@@ -225,7 +225,7 @@ def prepare_model(size: str, model: str | None) -> str:
     """The model folder to benchmark: given, or the demo / ~100 M model built from nothing."""
     if model:
         return model
-    from server.demo_model import BENCH_100M_SHAPE, build_demo_model, ensure_demo_model
+    from server.demo_model import BENCH_100M_SHAPE, build_base_model, ensure_demo_model
     from server.settings import load_settings
 
     cache = load_settings([]).cache_dir
@@ -234,7 +234,7 @@ def prepare_model(size: str, model: str | None) -> str:
     target = cache / "bench-100m"
     if not (target / "config.json").is_file():
         with tempfile.TemporaryDirectory(dir=cache) as tmp:
-            build_demo_model(Path(tmp) / "m", shape=BENCH_100M_SHAPE)
+            build_base_model(Path(tmp) / "m", shape=BENCH_100M_SHAPE)
             (Path(tmp) / "m").rename(target)
     return str(target)
 

@@ -1,14 +1,17 @@
 """The built-in demo model: a tiny Llama built from nothing, so the server runs with no download.
 
-It has its own byte-level BPE tokenizer (trained here on generated text), a ChatML chat template
-and random weights from a fixed seed. It does not answer questions; it exists so that the whole
-serving path (template, engine, streaming) runs on any machine in seconds.
+It has its own byte-level BPE tokenizer (trained here on generated text) and a ChatML chat
+template; its weights are trained from a fixed seed by `finetune`'s full mode on the synthetic
+skills of scripts/demo_data.py (greetings, its name, colours, counting, copying), about two
+minutes on two CPU cores on first use, then cached. So it answers a few things right, follows
+the chat template and ends its turns.
 """
 
 import json
 import logging
 import random
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 # Bump when the recipe changes: the cache folder name carries it, so old builds are not reused.
-DEMO_MODEL_VERSION = "2"
+DEMO_MODEL_VERSION = "3"
 DEMO_MODEL_NAME = "kangaroo-demo"
 
 SPECIAL_TOKENS = ["<|pad|>", "<|begin_of_text|>", "<|end_of_text|>", "<|im_start|>", "<|im_end|>"]
@@ -39,6 +42,20 @@ _WORDS = (
     "question user assistant system data file code test run fast safe café naïve über 世界 你好",
     "こんにちは 🦘 🚀 ✓ — … 12 345 6789 , . ! ? : ; ( ) \" '",
 )
+
+
+# How the demo model is trained (finetune.settings.TrainSettings values), from measurements of
+# what a 3 M-parameter model learns on 2 cores in about two minutes.
+DEMO_ROWS = 2000
+DEMO_RECIPE: dict[str, Any] = {
+    "lr": 3e-3,
+    "epochs": 5,
+    "max_steps": 300,
+    "batch_tokens": 640,  # about 30 rows of ~20 tokens
+    "max_seq_len": 128,
+    "warmup_steps": 20,
+    "eval_every": 100,
+}
 
 
 def demo_model_dir(cache_root: Path) -> Path:
@@ -68,6 +85,30 @@ def ensure_demo_model(cache_root: Path) -> Path:
     return target
 
 
+def build_demo_model(out_dir: Path, seed: int = 0, **recipe: Any) -> None:
+    """Build the trained demo model into `out_dir`; `recipe` overrides DEMO_RECIPE values."""
+    from finetune.settings import TrainSettings
+    from finetune.trainer import train
+    from scripts import demo_data
+
+    with tempfile.TemporaryDirectory(prefix="kangaroo-demo-") as tmp:
+        work = Path(tmp)
+        build_base_model(work / "base", seed, DEMO_SHAPE, demo_data.corpus())
+        train_path, eval_path = demo_data.write_dataset(work, seed, DEMO_ROWS)
+        settings = TrainSettings(
+            base=str(work / "base"),
+            data=train_path,
+            eval=eval_path,
+            out=out_dir,
+            full=True,
+            seed=seed,
+            progress=False,
+            **{**DEMO_RECIPE, **recipe},
+        )
+        train(settings)
+    (out_dir / "kangaroo-demo.json").write_text(json.dumps({"version": DEMO_MODEL_VERSION}))
+
+
 @dataclass(frozen=True)
 class ModelShape:
     """Size of a Llama built from nothing."""
@@ -83,13 +124,18 @@ DEMO_SHAPE = ModelShape()
 BENCH_100M_SHAPE = ModelShape(hidden_size=768, intermediate_size=2048, num_layers=12, num_heads=12)
 
 
-def build_demo_model(out_dir: Path, seed: int = 0, shape: ModelShape = DEMO_SHAPE) -> None:
-    """Write tokenizer, config and random weights of a demo-style model into `out_dir`."""
+def build_base_model(
+    out_dir: Path, seed: int = 0, shape: ModelShape = DEMO_SHAPE, corpus: Sequence[str] = ()
+) -> None:
+    """Write tokenizer, config and random weights of a demo-style model into `out_dir`.
+
+    The tokenizer is trained on generated text plus `corpus`, so that text tokenizes compactly.
+    """
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = _build_tokenizer(seed)
+    tokenizer = _build_tokenizer(seed, corpus)
     tokenizer.save_pretrained(out_dir)
     ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
     config = LlamaConfig(
@@ -116,10 +162,9 @@ def build_demo_model(out_dir: Path, seed: int = 0, shape: ModelShape = DEMO_SHAP
         eos_token_id=[ids["<|im_end|>"], ids["<|end_of_text|>"]],
         pad_token_id=config.pad_token_id,
     ).save_pretrained(out_dir)
-    (out_dir / "kangaroo-demo.json").write_text(json.dumps({"version": DEMO_MODEL_VERSION}))
 
 
-def _build_tokenizer(seed: int) -> Any:
+def _build_tokenizer(seed: int, extra: Sequence[str]) -> Any:
     """Train a 2,048-token byte-level BPE on generated text and wrap it for transformers."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -127,6 +172,7 @@ def _build_tokenizer(seed: int) -> Any:
     rng = random.Random(seed)
     words = " ".join(_WORDS).split()
     corpus = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 30))) for _ in range(4000)]
+    corpus += extra
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()

@@ -4,6 +4,7 @@
      ├── SettingsError          bad configuration; stops start-up (no HTTP)
      └── APIError               has an HTTP status and an OpenAI error type/code
           ├── InvalidRequestError   400 the request is wrong (names the field and value)
+          ├── InvalidAdapterError   400 the engine refuses to load a LoRA adapter
           ├── ModelNotFoundError    404 `model` is not served here
           ├── EngineNotReadyError   503 the engine is still starting
           └── EngineFailedError     500 the engine failed; a bug of ours or of the engine
@@ -50,6 +51,14 @@ class InvalidRequestError(APIError):
 
     status_code = 400
     error_type = "invalid_request_error"
+
+
+class InvalidAdapterError(APIError):
+    """A LoRA adapter cannot be served; the message says why (from the engine or our checks)."""
+
+    status_code = 400
+    error_type = "invalid_request_error"
+    code = "invalid_adapter"
 
 
 class ModelNotFoundError(APIError):

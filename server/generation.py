@@ -30,6 +30,19 @@ class SamplingOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class AdapterRef:
+    """A LoRA adapter to generate with.
+
+    `lora_id` must be new for every distinct set of weights: vLLM keys its prefix cache on it,
+    so reusing an id for new weights would serve stale KV blocks (vllm#42125).
+    """
+
+    name: str
+    lora_id: int
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
 class TokenLogprob:
     """Log-probability of one token, with the most likely alternatives at its position."""
 
@@ -79,12 +92,20 @@ class Engine(Protocol):
         ...
 
     def generate(
-        self, request_id: str, prompt_token_ids: list[int], options: SamplingOptions
+        self,
+        request_id: str,
+        prompt_token_ids: list[int],
+        options: SamplingOptions,
+        adapter: AdapterRef | None = None,
     ) -> AsyncIterator[list[ChoiceDelta]]:
-        """Stream deltas for every choice until all have finished.
+        """Stream deltas for every choice until all have finished, with `adapter` if given.
 
         Closing the iterator early (client gone) aborts the request in the engine.
         """
+        ...
+
+    async def load_adapter(self, adapter: AdapterRef) -> None:
+        """Load `adapter` into the engine now; `InvalidAdapterError` when the engine refuses it."""
         ...
 
     def stats(self) -> EngineStats:

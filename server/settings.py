@@ -9,7 +9,7 @@ import argparse
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -24,18 +24,35 @@ def _default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kangaroo"
 
 
-class Settings(BaseSettings):
-    """Everything the server process can be configured with."""
+class LayeredSettings(BaseSettings):
+    """Settings read from flags, then `<prefix>*` env vars, then a TOML file, then defaults."""
 
     model_config = SettingsConfigDict(
-        env_prefix="KANGAROO_",
         extra="forbid",
-        cli_prog_name="kangaroo-serve",
         cli_kebab_case=True,
         cli_implicit_flags=True,
         cli_hide_none_type=True,
         validate_default=True,
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init values: rank it below the environment.
+        # The CLI source, when parsing, is put in front of all of these by pydantic-settings.
+        return env_settings, init_settings
+
+
+class Settings(LayeredSettings):
+    """Everything the server process can be configured with."""
+
+    model_config = SettingsConfigDict(env_prefix="KANGAROO_", cli_prog_name="kangaroo-serve")
 
     config: Path | None = Field(None, description="TOML file with settings (see configs/).")
 
@@ -131,43 +148,41 @@ class Settings(BaseSettings):
             )
         return self
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The TOML file arrives as init values: rank it below the environment.
-        # The CLI source, when parsing, is put in front of all of these by pydantic-settings.
-        return env_settings, init_settings
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 
 def load_settings(argv: list[str] | None = None, **overrides: Any) -> Settings:
-    """Build the settings from flags (`argv`), env vars and the TOML file named by --config.
+    """Build the server settings from flags (`argv`), env vars and the TOML file of --config.
 
     `overrides` stand in for the TOML file's values (tests use them). Raises `SettingsError`
     naming the setting and the value when any is invalid.
     """
-    config_path = _config_path(argv)
+    return parse_settings(Settings, argv, **overrides)
+
+
+def parse_settings(cls: type[SettingsT], argv: list[str] | None, **overrides: Any) -> SettingsT:
+    """Build any settings class the way `load_settings` builds the server's.
+
+    The TOML file comes from `--config` or the env var `<env_prefix>CONFIG`.
+    """
+    config_path = _config_path(argv, f"{cls.model_config.get('env_prefix', '')}CONFIG")
     values = {**(_read_toml(config_path) if config_path else {}), **overrides}
     try:
         if argv is None:
-            return Settings(**values)
-        return Settings(_cli_parse_args=argv, **values)
+            return cls(**values)
+        return cls(_cli_parse_args=argv, **values)
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from None
 
 
-def _config_path(argv: list[str] | None) -> Path | None:
+def _config_path(argv: list[str] | None, env_var: str) -> Path | None:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", type=Path)
     known, _ = pre.parse_known_args(argv or [])
     if known.config is not None:
         return known.config
-    env = os.environ.get("KANGAROO_CONFIG")
+    env = os.environ.get(env_var)
     return Path(env) if env else None
 
 

@@ -11,14 +11,15 @@ import jinja2
 from vllm import SamplingParams
 from vllm.engine.arg_utils import AsyncEngineArgs
 from vllm.inputs import tokens_input
+from vllm.lora.request import LoRARequest
 from vllm.platforms import current_platform
 from vllm.sampling_params import RequestOutputKind
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.metrics.loggers import StatLoggerBase
 from vllm.v1.metrics.stats import SchedulerStats
 
-from server.errors import InvalidRequestError
-from server.generation import ChoiceDelta, EngineStats, SamplingOptions, TokenLogprob
+from server.errors import InvalidAdapterError, InvalidRequestError
+from server.generation import AdapterRef, ChoiceDelta, EngineStats, SamplingOptions, TokenLogprob
 from server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -74,14 +75,23 @@ class VllmEngine:
         return list(self._tokenizer.encode(text, add_special_tokens=add_special_tokens))
 
     async def generate(
-        self, request_id: str, prompt_token_ids: list[int], options: SamplingOptions
+        self,
+        request_id: str,
+        prompt_token_ids: list[int],
+        options: SamplingOptions,
+        adapter: AdapterRef | None = None,
     ) -> AsyncIterator[list[ChoiceDelta]]:
         """Stream deltas of every choice until all finish; closing early aborts the request."""
         # vLLM refuses n > 1 with greedy sampling; OpenAI allows it. Greedy choices are all the
         # same, so generate one and send it as each of the n choices.
         copies = options.n if options.temperature == 0 else 1
         params = _sampling_params(options, n=options.n // copies)
-        stream = self._llm.generate(tokens_input(prompt_token_ids), params, request_id)
+        stream = self._llm.generate(
+            tokens_input(prompt_token_ids),
+            params,
+            request_id,
+            lora_request=None if adapter is None else _lora_request(adapter),
+        )
         try:
             async for output in stream:
                 yield [
@@ -92,6 +102,17 @@ class VllmEngine:
         finally:
             # AsyncLLM.generate aborts the request in the engine when it is closed unfinished.
             await stream.aclose()
+
+    async def load_adapter(self, adapter: AdapterRef) -> None:
+        """Load `adapter` into the engine now; `InvalidAdapterError` when vLLM refuses it."""
+        try:
+            await self._llm.add_lora(_lora_request(adapter))
+        except Exception as exc:
+            # The engine core reports a refused adapter (bad rank, DoRA, unknown modules, ...)
+            # as a plain exception carrying vLLM's reason; the engine itself keeps running.
+            raise InvalidAdapterError(
+                f"The engine refused adapter '{adapter.name}': {exc}", "model"
+            ) from exc
 
     def stats(self) -> EngineStats:
         """Current load: the front-end count is exact; scheduler figures are from its last step."""
@@ -120,6 +141,10 @@ def checkpoint_dtype(model_path: str) -> str:
     fields = json.loads(config.read_text())
     saved = fields.get("dtype") or fields.get("torch_dtype")
     return saved if saved in ("float32", "bfloat16", "float16") else "auto"
+
+
+def _lora_request(adapter: AdapterRef) -> LoRARequest:
+    return LoRARequest(adapter.name, adapter.lora_id, adapter.path)
 
 
 def render_chat_template(tokenizer: Any, messages: Sequence[dict[str, Any]]) -> str:

@@ -128,3 +128,11 @@ def tokenizer(server: RunningServer):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(server.model_dir)
+
+
+@pytest.fixture(scope="session")
+def demo_model() -> Path:
+    """The trained demo model in the user's cache (built on first use, as the server does)."""
+    from server.demo_model import ensure_demo_model
+
+    return ensure_demo_model(load_settings([]).cache_dir)

@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from server.errors import EngineFailedError
-from server.generation import ChoiceDelta, EngineStats, SamplingOptions
+from server.generation import AdapterRef, ChoiceDelta, EngineStats, SamplingOptions
 
 
 class FakeEngine:
@@ -25,6 +25,7 @@ class FakeEngine:
         self.fail_after = fail_after
         self.crash = crash or EngineFailedError("the fake engine failed")
         self.is_shut_down = False
+        self.adapters: list[AdapterRef] = []
 
     def render_chat(self, messages: Sequence[dict[str, Any]]) -> str:
         return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
@@ -33,7 +34,11 @@ class FakeEngine:
         return [ord(ch) % self.vocab_size for ch in text]
 
     async def generate(
-        self, request_id: str, prompt_token_ids: list[int], options: SamplingOptions
+        self,
+        request_id: str,
+        prompt_token_ids: list[int],
+        options: SamplingOptions,
+        adapter: AdapterRef | None = None,
     ) -> AsyncIterator[list[ChoiceDelta]]:
         words = self.script[: options.max_tokens]
         for i, word in enumerate(words):
@@ -47,6 +52,9 @@ class FakeEngine:
                 ChoiceDelta(index=c, text=text, token_ids=(i,), finish_reason=finish)
                 for c in range(options.n)
             ]
+
+    async def load_adapter(self, adapter: AdapterRef) -> None:
+        self.adapters.append(adapter)
 
     def stats(self) -> EngineStats:
         return EngineStats(0, 0, 0, 0.0)

@@ -1,14 +1,26 @@
-"""The demo model is built from nothing: tokenizer, chat template, config and weights."""
+"""The demo model is built from nothing (tokenizer, template, weights trained) and knows things."""
 
 from pathlib import Path
 
+import openai
+import pytest
 from transformers import AutoConfig, AutoTokenizer
 
-from server.demo_model import DEMO_MODEL_NAME, demo_model_dir, ensure_demo_model
+from finetune.adapter import read_manifest
+from scripts import demo_data
+from server.demo_model import DEMO_MODEL_NAME, DEMO_RECIPE, demo_model_dir, ensure_demo_model
 from server.settings import load_settings
 from server.state import resolve_model_path, served_model_id
+from tests.conftest import MODEL
 
 
+@pytest.fixture
+def quick_recipe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two training steps instead of the full recipe: for tests of the build's mechanics."""
+    monkeypatch.setitem(DEMO_RECIPE, "max_steps", 2)
+
+
+@pytest.mark.usefixtures("quick_recipe")
 def test_build_writes_a_loadable_model(tmp_path: Path) -> None:
     folder = ensure_demo_model(tmp_path)
     assert folder == demo_model_dir(tmp_path)
@@ -20,10 +32,14 @@ def test_build_writes_a_loadable_model(tmp_path: Path) -> None:
         "tokenizer_config.json",
         "chat_template.jinja",
         "kangaroo-demo.json",
+        "kangaroo-adapter.json",  # the training manifest (kind "full")
+        "metrics.jsonl",
+        "loss.png",
     }
     assert [p.name for p in tmp_path.iterdir()] == [folder.name]  # no temporary folder left
     config = AutoConfig.from_pretrained(folder)
     assert config.model_type == "llama"
+    assert read_manifest(folder)["kind"] == "full"
     tok = AutoTokenizer.from_pretrained(folder)
     prompt = tok.apply_chat_template(
         [{"role": "system", "content": "s"}, {"role": "user", "content": "héllo 🦘"}],
@@ -39,11 +55,37 @@ def test_build_writes_a_loadable_model(tmp_path: Path) -> None:
     assert tok.eos_token == "<|im_end|>"
 
 
+@pytest.mark.usefixtures("quick_recipe")
 def test_second_call_reuses_the_cache(tmp_path: Path) -> None:
     folder = ensure_demo_model(tmp_path)
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
     assert ensure_demo_model(tmp_path) == folder
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_the_served_demo_model_knows_its_skills(client: openai.OpenAI) -> None:
+    """Greedy answers to held-out questions (never seen in training) through the real server."""
+    cases = demo_data.heldout_cases()
+    misses = []
+    for case in cases:
+        reply = client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": case.prompt}],
+            max_tokens=32,
+            temperature=0,
+        )
+        choice = reply.choices[0]
+        assert choice.finish_reason == "stop", (case, choice.message.content)
+        if not demo_data.is_correct(case, choice.message.content or ""):
+            misses.append((case.prompt, case.expected, choice.message.content))
+    assert len(misses) <= 0.1 * len(cases), misses
+
+
+def test_a_known_question_gets_its_known_answer(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hello!"}], temperature=0
+    )
+    assert reply.choices[0].message.content == demo_data.GREETING_REPLY
 
 
 def test_no_model_setting_means_the_demo_model(tmp_path: Path) -> None:

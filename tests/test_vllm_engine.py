@@ -7,7 +7,6 @@ import pytest
 from transformers import AutoTokenizer
 from vllm.v1.engine.async_llm import AsyncLLM
 
-from server.demo_model import ensure_demo_model
 from server.errors import InvalidRequestError
 from server.settings import load_settings
 from server.vllm_engine import VllmEngine, checkpoint_dtype, render_chat_template
@@ -20,9 +19,8 @@ STRICT_TEMPLATE = (
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory: pytest.TempPathFactory):
-    folder: Path = ensure_demo_model(tmp_path_factory.mktemp("demo"))
-    tok = AutoTokenizer.from_pretrained(folder)
+def tokenizer(demo_model: Path):
+    tok = AutoTokenizer.from_pretrained(demo_model)
     tok.chat_template = STRICT_TEMPLATE
     return tok
 

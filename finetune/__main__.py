@@ -1,0 +1,74 @@
+"""`python -m finetune validate|train [flags]`: check data, train adapters and models.
+
+Exit codes: 0 done; 1 the data has invalid rows or training failed a check; 2 bad settings.
+"""
+
+import sys
+
+from finetune.settings import DataSettings, TrainSettings
+from server.errors import KangarooError, SettingsError
+from server.settings import parse_settings
+
+USAGE = """usage: python -m finetune {validate,train} [flags]   (--help after a command lists them)
+
+  validate  check every row of a JSONL chat dataset against a base model's template and context
+  train     train a LoRA adapter (or, with --full, every weight) and write it to --out
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; the return value is the exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] not in ("validate", "train"):
+        print(USAGE, file=sys.stderr)
+        return 2
+    try:
+        if args[0] == "validate":
+            return validate(parse_settings(DataSettings, args[1:]))
+        return train(parse_settings(TrainSettings, args[1:]))
+    except SettingsError as exc:
+        print(f"finetune {args[0]}: {exc}", file=sys.stderr)
+        return 2
+    except KangarooError as exc:
+        print(f"finetune {args[0]}: {exc}", file=sys.stderr)
+        return 1
+
+
+def validate(settings: DataSettings) -> int:
+    """Print every problem of every row, then the totals; 1 when any row is invalid."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from finetune.data import load_dataset
+    from finetune.trainer import resolve_base
+
+    base = resolve_base(settings.base)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    context_len = int(AutoConfig.from_pretrained(base).max_position_embeddings)
+    dataset = load_dataset(
+        settings.data, tokenizer, min(settings.max_seq_len, context_len), context_len
+    )
+    for problem in dataset.problems:
+        print(problem)
+    print(dataset.summary())
+    return 1 if dataset.problems else 0
+
+
+def train(settings: TrainSettings) -> int:
+    """Train and report where the result went."""
+    from finetune.trainer import train as run
+
+    result = run(settings)
+    eval_part = "" if result.eval_loss is None else f", eval loss {result.eval_loss:.4f}"
+    print(
+        f"Wrote {result.out}: {result.steps} steps, train loss {result.train_loss:.4f}{eval_part}, "
+        f"{result.tokens_per_s:,.0f} tokens/s"
+    )
+    if not settings.full:
+        from finetune.preflight import server_rank_for
+
+        print(f"Serve it with --enable-lora --max-lora-rank {server_rank_for(settings.rank)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

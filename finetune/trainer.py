@@ -1,0 +1,403 @@
+"""Training in one straight line: set up → preflight → train (eval, checkpoints) → export.
+
+LoRA by default (PEFT), every parameter with `full`. fp32 on CPU, where the same seed and data
+give the same tensors; bf16 on CUDA. The loss is the mean cross-entropy over target tokens
+(assistant turns), computed from the hidden states of those tokens only: the output head never
+runs over prompt tokens, which saves most of its memory on large vocabularies.
+"""
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from finetune import adapter, report
+from finetune.batching import Batch, epoch_order, make_batches
+from finetune.data import IGNORE, Dataset, load_dataset
+from finetune.preflight import check_lora, server_rank_for
+from finetune.settings import TrainSettings
+from server.errors import KangarooError
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+
+
+class InvalidDataError(KangarooError):
+    """The data has invalid rows (and --skip-invalid was not given) or no usable row."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished run produced."""
+
+    out: Path
+    steps: int
+    train_loss: float
+    eval_loss: float | None
+    tokens_per_s: float
+
+
+def train(settings: TrainSettings) -> TrainResult:
+    """Run the whole training described by `settings` and write the output folder."""
+    torch.manual_seed(settings.seed)
+    device = _device(settings.device)
+    base_dir = resolve_base(settings.base)
+    tokenizer, model = load_base(base_dir, device, lora=not settings.full)
+    context_len = int(model.config.max_position_embeddings)
+    seq_len = min(settings.max_seq_len, context_len)
+    train_set = _load(settings.data, tokenizer, seq_len, context_len, settings.skip_invalid)
+    eval_set = None
+    if settings.eval is not None:
+        eval_set = _load(settings.eval, tokenizer, seq_len, context_len, skip_invalid=False)
+    if not settings.full:
+        model = _add_lora(model, tokenizer, settings)
+    model.to(device)
+    eval_batches = []
+    if eval_set is not None:
+        eval_batches = _batches(eval_set, settings, seq_len, tokenizer, epoch=None)
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=settings.weight_decay)
+    total_steps = _total_steps(train_set, settings, seq_len, tokenizer)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _warmup_cosine(settings.warmup_steps, total_steps)
+    )
+    work = work_dir(settings.out)
+    start_step = _start(work, settings.resume, model, optimizer, scheduler)
+    metrics = report.MetricsLog(work / METRICS, keep_until_step=start_step)
+
+    losses: list[float] = []
+    eval_loss = None
+    started, tokens = time.perf_counter(), 0
+    batches = _step_batches(train_set, settings, seq_len, tokenizer, skip=start_step)
+    bar = tqdm(total=total_steps, initial=start_step, disable=not settings.progress, unit="step")
+    for step in range(start_step + 1, total_steps + 1):
+        batch = next(batches).to(device)
+        loss = _train_step(model, batch, optimizer, trainable, settings.grad_clip)
+        scheduler.step()
+        tokens += batch.num_tokens
+        losses.append(loss)
+        rate = tokens / (time.perf_counter() - started)
+        metrics.write(step=step, train_loss=loss, lr=scheduler.get_last_lr()[0], tokens_per_s=rate)
+        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{rate:,.0f}")
+        bar.update()
+        if eval_batches and (step % settings.eval_every == 0 or step == total_steps):
+            eval_loss = evaluate(model, eval_batches, device)
+            metrics.write(step=step, eval_loss=eval_loss)
+            bar.write(f"step {step}: eval loss {eval_loss:.4f}")
+        if step % settings.checkpoint_every == 0 and step < total_steps:
+            _save_checkpoint(work, step, model, optimizer, scheduler)
+    bar.close()
+
+    result = TrainResult(
+        settings.out,
+        total_steps,
+        _final(losses) if losses else metrics.last("train_loss"),
+        eval_loss,
+        tokens / max(time.perf_counter() - started, 1e-9),
+    )
+    _export(settings, model, tokenizer, base_dir, train_set, eval_set, result, work)
+    shutil.rmtree(work)
+    return result
+
+
+def resolve_base(base: str) -> Path:
+    """The base model folder; 'demo' is the built-in demo model, built on first use."""
+    if base != "demo":
+        return Path(base).expanduser()
+    from server.demo_model import ensure_demo_model
+    from server.settings import load_settings
+
+    return ensure_demo_model(load_settings(None).cache_dir)
+
+
+def load_base(base_dir: Path, device: torch.device, lora: bool) -> tuple[Any, nn.Module]:
+    """Tokenizer and model. LoRA on CUDA keeps the frozen base in bf16; the rest trains in fp32."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = torch.bfloat16 if lora and device.type == "cuda" else torch.float32
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
+    return tokenizer, model
+
+
+def work_dir(out: Path) -> Path:
+    """Where a run keeps its checkpoint and metrics until it exports: beside `out`."""
+    return out.with_name(f".{out.name}.work")
+
+
+def batch_loss(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
+    """Sum of cross-entropy over the batch's target tokens, and how many there are."""
+    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = causal.get_decoder()(
+        input_ids=batch.input_ids,
+        position_ids=batch.position_ids,
+        attention_mask=batch.attention_mask,
+        # With a cache, transformers skips the packed-sequence mask and rows see each other.
+        use_cache=False,
+    ).last_hidden_state  # (B, T, H)
+    keep = batch.targets != IGNORE  # (B, T)
+    logits = causal.get_output_embeddings()(hidden[keep])  # (N, V): target tokens only
+    loss = F.cross_entropy(logits.float(), batch.targets[keep], reduction="sum")
+    return loss, int(keep.sum())
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: list[Batch], device: torch.device) -> float:
+    """Mean loss per target token over `batches`."""
+    model.eval()
+    total, count = 0.0, 0
+    for batch in batches:
+        with _autocast(device):
+            loss, n = batch_loss(model, batch.to(device))
+        total, count = total + loss.item(), count + n
+    model.train()
+    return total / max(count, 1)
+
+
+def _train_step(
+    model: nn.Module,
+    batch: Batch,
+    optimizer: torch.optim.Optimizer,
+    trainable: list[nn.Parameter],
+    grad_clip: float,
+) -> float:
+    with _autocast(batch.input_ids.device):
+        loss_sum, count = batch_loss(model, batch)
+    loss = loss_sum / max(count, 1)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(trainable, grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(loss.item())
+
+
+def _autocast(device: torch.device) -> torch.autocast:
+    # bf16 matmuls on CUDA; on CPU fp32 throughout (deterministic, and bf16 is slower there).
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def _device(choice: str) -> torch.device:
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _load(
+    path: Path, tokenizer: Any, seq_len: int, context_len: int, skip_invalid: bool
+) -> Dataset:
+    dataset = load_dataset(path, tokenizer, seq_len, context_len)
+    if dataset.problems and not skip_invalid:
+        shown = "\n  ".join(map(str, dataset.problems[:20]))
+        more = len(dataset.problems) - 20
+        raise InvalidDataError(
+            f"{dataset.summary()}\n  {shown}"
+            + (f"\n  ... and {more} more" if more > 0 else "")
+            + "\nFix these rows, or pass --skip-invalid to train on the others."
+        )
+    if dataset.problems:
+        print(f"Skipping {len(dataset.invalid_rows)} invalid rows of {path}:")
+        for problem in dataset.problems:
+            print(f"  {problem}")
+    if not dataset.examples:
+        raise InvalidDataError(f"{path}: no row to train on")
+    return dataset
+
+
+def _add_lora(model: nn.Module, tokenizer: Any, settings: TrainSettings) -> nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=settings.rank,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=settings.target_modules,
+        use_rslora=settings.rslora,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    check_lora(config, model, tokenizer)
+    return get_peft_model(model, config)
+
+
+def _batches(
+    dataset: Dataset, settings: TrainSettings, seq_len: int, tokenizer: Any, epoch: int | None
+) -> list[Batch]:
+    order = (
+        range(len(dataset.examples))
+        if epoch is None
+        else epoch_order(len(dataset.examples), settings.seed, epoch)
+    )
+    examples = [dataset.examples[i] for i in order]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return make_batches(examples, settings.batch_tokens, seq_len, settings.packing, pad_id)
+
+
+def _step_batches(
+    dataset: Dataset, settings: TrainSettings, seq_len: int, tokenizer: Any, skip: int
+) -> Iterator[Batch]:
+    """The batches of every step in order, epoch after epoch, without the first `skip`."""
+    epoch = 0
+    while True:
+        for batch in _batches(dataset, settings, seq_len, tokenizer, epoch):
+            if skip:
+                skip -= 1
+            else:
+                yield batch
+        epoch += 1
+
+
+def _total_steps(dataset: Dataset, settings: TrainSettings, seq_len: int, tokenizer: Any) -> int:
+    per_epoch = len(_batches(dataset, settings, seq_len, tokenizer, epoch=0))
+    steps = max(1, math.ceil(settings.epochs * per_epoch))
+    return min(steps, settings.max_steps) if settings.max_steps else steps
+
+
+def _warmup_cosine(warmup: int, total: int) -> Any:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+def _final(losses: list[float]) -> float:
+    """Mean loss of the last tenth of the steps: one step's loss is too noisy to report."""
+    tail = losses[-max(1, len(losses) // 10) :]
+    return sum(tail) / len(tail)
+
+
+def _start(
+    work: Path,
+    resume: bool,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+) -> int:
+    """The step to continue after: 0 for a new run, the checkpoint's step with --resume."""
+    checkpoint = work / CHECKPOINT
+    if not resume:
+        if work.exists():
+            raise KangarooError(
+                f"An earlier run left {work}: pass --resume to continue it, or delete the folder."
+            )
+        work.mkdir(parents=True)
+        return 0
+    if not checkpoint.is_file():
+        raise KangarooError(f"--resume: no checkpoint at {checkpoint}")
+    state = torch.load(checkpoint, weights_only=False)
+    model.load_state_dict(state["trainable"], strict=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+    print(f"Resuming after step {state['step']} from {checkpoint}")
+    return int(state["step"])
+
+
+def _save_checkpoint(
+    work: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> None:
+    trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
+    state = {
+        "step": step,
+        "trainable": trainable,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": torch.get_rng_state(),
+    }
+    tmp = work / f"{CHECKPOINT}.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, work / CHECKPOINT)  # a crash mid-save keeps the previous checkpoint
+
+
+def _export(
+    settings: TrainSettings,
+    model: nn.Module,
+    tokenizer: Any,
+    base_dir: Path,
+    train_set: Dataset,
+    eval_set: Dataset | None,
+    result: TrainResult,
+    work: Path,
+) -> None:
+    base_config = json.loads((base_dir / "config.json").read_text())
+    with adapter.atomic_folder(settings.out) as tmp:
+        model.save_pretrained(tmp)
+        (tmp / "README.md").unlink(missing_ok=True)  # PEFT's empty model-card template
+        if settings.full:
+            tokenizer.save_pretrained(tmp)
+        shutil.copy2(work / METRICS, tmp / METRICS)
+        report.plot_losses(tmp / METRICS, tmp / "loss.png")
+        adapter.write_manifest(
+            tmp, _manifest(settings, base_dir, base_config, tokenizer, train_set, eval_set, result)
+        )
+
+
+def _manifest(
+    settings: TrainSettings,
+    base_dir: Path,
+    base_config: dict[str, Any],
+    tokenizer: Any,
+    train_set: Dataset,
+    eval_set: Dataset | None,
+    result: TrainResult,
+) -> dict[str, Any]:
+    lora = None
+    if not settings.full:
+        lora = {
+            "rank": settings.rank,
+            "alpha": settings.alpha,
+            "dropout": settings.dropout,
+            "target_modules": settings.target_modules,
+            "rslora": settings.rslora,
+            "max_lora_rank": server_rank_for(settings.rank),
+        }
+    return {
+        "kind": "full" if settings.full else "lora",
+        "base_model": {
+            "path": str(base_dir.resolve()),
+            "fingerprint": adapter.base_fingerprint(base_config, tokenizer),
+        },
+        "lora": lora,
+        "data": _data_record(train_set),
+        "eval_data": None if eval_set is None else _data_record(eval_set),
+        "training": {
+            "epochs": settings.epochs,
+            "steps": result.steps,
+            "lr": settings.lr,
+            "batch_tokens": settings.batch_tokens,
+            "max_seq_len": settings.max_seq_len,
+            "packing": settings.packing,
+            "seed": settings.seed,
+            "device": _device(settings.device).type,
+            "tokens_per_s": round(result.tokens_per_s, 1),
+        },
+        "final_train_loss": result.train_loss,
+        "final_eval_loss": result.eval_loss,
+        "versions": adapter.package_versions(),
+        "created": adapter.now_iso(),
+    }
+
+
+def _data_record(dataset: Dataset) -> dict[str, Any]:
+    return {
+        "file": dataset.path.name,
+        "sha256": dataset.sha256,
+        "rows": dataset.num_rows,
+        "rows_used": len(dataset.examples),
+        "rows_skipped": len(dataset.invalid_rows),
+        "tokens": dataset.num_tokens,
+        "target_tokens": sum(e.num_target_tokens for e in dataset.examples),
+    }

@@ -1,0 +1,150 @@
+"""What no other fine-tuning tool checks: the adapter we write changes what vLLM serves.
+
+A LoRA adapter is trained on the demo model for a behaviour the base model does not have, then
+loaded into the real vLLM engine (the server's `VllmEngine`) as a LoRA request. Also: adapters
+our preflight refuses are refused by the vLLM version we pin, so the preflight stays true.
+"""
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM
+
+from finetune.preflight import PreflightError, check_lora
+from finetune.settings import TrainSettings
+from finetune.trainer import train
+from scripts import demo_data
+from server.errors import InvalidAdapterError
+from server.generation import AdapterRef, SamplingOptions
+from server.settings import load_settings
+from server.vllm_engine import VllmEngine
+from tests.finetune.conftest import write_jsonl
+
+MARK = "🦘 "  # the new behaviour: every answer starts with a kangaroo
+SERVER_MAX_LORA_RANK = 8
+
+
+@pytest.fixture(scope="module")
+def engine(demo_model: Path) -> Iterator[VllmEngine]:
+    """The real engine on the demo model, with LoRA enabled (started once for this module)."""
+    settings = load_settings(
+        [],
+        enable_lora=True,
+        max_lora_rank=SERVER_MAX_LORA_RANK,
+        max_loras=2,
+        enforce_eager=True,  # skips torch.compile: starts in half the time
+        kv_cache_gib=1,
+        max_model_len=512,
+    )
+    engine = VllmEngine.start(settings, str(demo_model))
+    yield engine
+    engine.shutdown()
+
+
+@pytest.fixture(scope="module")
+def roo_adapter(demo_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An adapter trained to start every answer with MARK, on training prompts only."""
+    folder = tmp_path_factory.mktemp("roo")
+    rows = [
+        {
+            "messages": [
+                m if m["role"] == "user" else {**m, "content": MARK + m["content"]}
+                for m in row["messages"]
+            ]
+        }
+        for row in demo_data.train_rows(seed=1, n=300)
+    ]
+    settings = TrainSettings(
+        base=str(demo_model),
+        data=write_jsonl(folder / "train.jsonl", rows),
+        out=folder / "adapter",
+        rank=8,
+        alpha=16,
+        lr=5e-3,
+        epochs=3,
+        batch_tokens=512,
+        max_seq_len=128,
+        warmup_steps=5,
+        progress=False,
+    )
+    return train(settings).out
+
+
+async def answer(engine: VllmEngine, prompt: str, adapter: AdapterRef | None) -> tuple[str, str]:
+    """Greedy answer to one user prompt, and its finish reason."""
+    ids = engine.tokenize(engine.render_chat([{"role": "user", "content": prompt}]))
+    text, finish = "", ""
+    options = SamplingOptions(max_tokens=32, temperature=0.0)
+    async for deltas in engine.generate(uuid.uuid4().hex, ids, options, adapter):
+        for delta in deltas:
+            text += delta.text
+            finish = delta.finish_reason or finish
+    return text, finish
+
+
+async def test_the_adapter_changes_what_vllm_serves(engine: VllmEngine, roo_adapter: Path) -> None:
+    adapter = AdapterRef("roo", 1, str(roo_adapter))
+    await engine.load_adapter(adapter)
+    cases = demo_data.heldout_cases()
+    with_adapter = [await answer(engine, case.prompt, adapter) for case in cases]
+    without = [await answer(engine, case.prompt, None) for case in cases]
+
+    marked = sum(text.startswith(MARK) for text, _ in with_adapter)
+    assert marked >= 0.9 * len(cases), with_adapter
+    assert all(finish == "stop" for _, finish in with_adapter)
+    assert not any(MARK.strip() in text for text, _ in without)
+    # The base model keeps its skills: the held-out answers without the adapter are right.
+    right = sum(demo_data.is_correct(c, text) for c, (text, _) in zip(cases, without, strict=True))
+    assert right >= 0.9 * len(cases)
+
+
+def _untrained_adapter(base: Path, out: Path, **overrides) -> tuple[Path, LoraConfig]:
+    values = {"r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"], "bias": "none"}
+    config = LoraConfig(**{**values, **overrides})
+    get_peft_model(AutoModelForCausalLM.from_pretrained(base), config).save_pretrained(out)
+    return out, config
+
+
+REFUSED = [
+    ("dora", {"use_dora": True}),
+    ("modules_to_save", {"modules_to_save": ["lm_head"]}),
+    ("bias", {"bias": "lora_only"}),
+]
+
+
+@pytest.mark.parametrize(("name", "overrides"), REFUSED)
+async def test_what_the_preflight_refuses_vllm_refuses(
+    engine: VllmEngine, demo_model: Path, tmp_path: Path, name: str, overrides: dict
+) -> None:
+    folder, config = _untrained_adapter(demo_model, tmp_path / name, **overrides)
+    with pytest.raises(PreflightError):
+        check_lora(config, AutoModelForCausalLM.from_pretrained(demo_model), _tokenizer(demo_model))
+    with pytest.raises(InvalidAdapterError, match="refused"):
+        await engine.load_adapter(AdapterRef(name, 100 + len(name), str(folder)))
+    # The engine survives the refusal.
+    assert (await answer(engine, "Hi", None))[1] == "stop"
+
+
+async def test_ranks_the_preflight_accepts_load_up_to_the_server_limit(
+    engine: VllmEngine, demo_model: Path, tmp_path: Path
+) -> None:
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(demo_model), _tokenizer(demo_model)
+    odd, config = _untrained_adapter(demo_model, tmp_path / "r4", r=4)
+    check_lora(config, model, tokenizer)
+    await engine.load_adapter(AdapterRef("r4", 201, str(odd)))  # r=4 < max_lora_rank 8: served
+
+    big, _ = _untrained_adapter(demo_model, tmp_path / "r16", r=16)
+    manifest_rank = json.loads((big / "adapter_config.json").read_text())["r"]
+    assert manifest_rank > SERVER_MAX_LORA_RANK
+    with pytest.raises(InvalidAdapterError, match="max_lora_rank"):
+        await engine.load_adapter(AdapterRef("r16", 202, str(big)))
+
+
+def _tokenizer(folder: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder)
