@@ -19,7 +19,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 # Bump when the recipe changes: the cache folder name carries it, so old builds are not reused.
-DEMO_MODEL_VERSION = "3"
+DEMO_MODEL_VERSION = "4"
 DEMO_MODEL_NAME = "kangaroo-demo"
 
 SPECIAL_TOKENS = ["<|pad|>", "<|begin_of_text|>", "<|end_of_text|>", "<|im_start|>", "<|im_end|>"]

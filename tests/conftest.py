@@ -13,6 +13,7 @@ import httpx
 import openai
 import pytest
 
+from server.demo_model import demo_model_dir
 from server.settings import load_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,7 +34,7 @@ class RunningServer:
     @property
     def model_dir(self) -> Path:
         """The demo model folder the server built and serves."""
-        return next(self.cache_dir.glob(f"{MODEL}-v*"))
+        return demo_model_dir(self.cache_dir)
 
     def log(self) -> str:
         """Everything the server printed so far."""

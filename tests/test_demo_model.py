@@ -81,11 +81,17 @@ def test_the_served_demo_model_knows_its_skills(client: openai.OpenAI) -> None:
     assert len(misses) <= 0.1 * len(cases), misses
 
 
-def test_a_known_question_gets_its_known_answer(client: openai.OpenAI) -> None:
+@pytest.mark.parametrize(
+    ("question", "answer"),
+    [("Hi", demo_data.GREETING_REPLY), ("What is your name?", demo_data.IDENTITY_REPLY)],
+)
+def test_a_known_question_gets_its_known_answer(
+    client: openai.OpenAI, question: str, answer: str
+) -> None:
     reply = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "Hello!"}], temperature=0
+        model=MODEL, messages=[{"role": "user", "content": question}], temperature=0
     )
-    assert reply.choices[0].message.content == demo_data.GREETING_REPLY
+    assert reply.choices[0].message.content == answer
 
 
 def test_no_model_setting_means_the_demo_model(tmp_path: Path) -> None:

@@ -91,7 +91,8 @@ def test_missing_local_model_folder_is_refused(tmp_path: Path) -> None:
 
 
 def test_shipped_configs_are_valid() -> None:
-    configs = sorted((REPO / "configs").glob("*.toml"))
+    # finetune-*.toml are training recipes: tests/finetune/test_settings.py checks them.
+    configs = sorted(set((REPO / "configs").glob("*.toml")) - set(REPO.glob("configs/finetune-*")))
     assert configs
     for config in configs:
         load_settings(["--config", str(config)])

@@ -70,8 +70,15 @@ def test_include_usage_counts_what_was_produced(client: openai.OpenAI, tokenizer
 
 
 def test_n_returns_that_many_choices(client: openai.OpenAI) -> None:
+    # Past its end of turn (ignore_eos), at temperature 2, the trained demo model is unsure.
     reply = client.chat.completions.create(
-        model=MODEL, messages=HELLO, n=2, max_tokens=30, seed=1, temperature=1.0
+        model=MODEL,
+        messages=HELLO,
+        n=2,
+        max_tokens=30,
+        seed=1,
+        temperature=2.0,
+        extra_body={"ignore_eos": True},
     )
     assert sorted(c.index for c in reply.choices) == [0, 1]
     assert reply.choices[0].message.content != reply.choices[1].message.content

@@ -10,6 +10,9 @@ import pytest
 from tests.conftest import MODEL
 
 HELLO = [{"role": "user", "content": "hello"}]
+# The demo model is trained: its answers are near-certain. Sampling tests draw where it is not:
+# at temperature 2 and past its end of turn (ignore_eos).
+UNSURE = {"temperature": 2.0, "extra_body": {"ignore_eos": True}}
 
 
 def _chat(client: openai.OpenAI, **kwargs) -> openai.types.chat.ChatCompletion:
@@ -27,9 +30,9 @@ def test_temperature_zero_is_greedy_and_repeatable(client: openai.OpenAI) -> Non
 
 
 def test_same_seed_same_text_other_seed_other_text(client: openai.OpenAI) -> None:
-    a = _chat(client, temperature=1.0, seed=123).choices[0].message.content
-    b = _chat(client, temperature=1.0, seed=123).choices[0].message.content
-    c = _chat(client, temperature=1.0, seed=124).choices[0].message.content
+    a = _chat(client, seed=123, **UNSURE).choices[0].message.content
+    b = _chat(client, seed=123, **UNSURE).choices[0].message.content
+    c = _chat(client, seed=124, **UNSURE).choices[0].message.content
     assert a == b
     assert a != c
 
@@ -104,16 +107,22 @@ def test_logit_bias_forces_a_token(client: openai.OpenAI, tokenizer) -> None:
     assert reply.choices[0].message.content == " kangaroo" * 4
 
 
-def test_penalties_change_greedy_output(client: openai.OpenAI) -> None:
-    plain = _chat(client, temperature=0, max_tokens=60, extra_body={"ignore_eos": True})
+def test_penalties_change_the_output_for_the_same_seed(client: openai.OpenAI) -> None:
+    # Where the trained model is sure of itself a penalty of 2 moves no greedy choice, so this
+    # samples where it is unsure (UNSURE), with one seed, with and without each penalty.
+    def sample(**penalty) -> str:
+        extra = UNSURE["extra_body"] | penalty.pop("extra_body", {})
+        reply = _chat(client, max_tokens=60, seed=7, **(UNSURE | penalty | {"extra_body": extra}))
+        return reply.choices[0].message.content
+
+    plain = sample()
+    assert sample() == plain
     for penalty in (
         {"presence_penalty": 2.0},
         {"frequency_penalty": 2.0},
-        {"extra_body": {"repetition_penalty": 2.0, "ignore_eos": True}},
+        {"extra_body": {"repetition_penalty": 2.0}},
     ):
-        args = {"extra_body": {"ignore_eos": True}} | penalty
-        other = _chat(client, temperature=0, max_tokens=60, **args)
-        assert other.choices[0].message.content != plain.choices[0].message.content, penalty
+        assert sample(**penalty) != plain, penalty
 
 
 def test_top_k_one_is_greedy(client: openai.OpenAI) -> None:
@@ -137,16 +146,17 @@ def test_user_field_is_accepted(client: openai.OpenAI) -> None:
 
 def test_stream_deltas_hold_only_complete_characters(http: httpx.Client, tokenizer) -> None:
     # The demo vocabulary splits multi-byte characters (é, 世界, 🦘) over byte tokens, and the
-    # random model emits such pieces often. At every chunk, the text streamed so far must be a
-    # prefix of the decoded tokens streamed so far, short of them only by a tail that ends in an
-    # unfinished character: never a replacement character for bytes that are still coming.
+    # model emits such pieces past its end of turn at temperature 2. At every chunk, the text
+    # streamed so far must be a prefix of the decoded tokens streamed so far, short of them only
+    # by a tail that ends in an unfinished character: never a replacement character for bytes
+    # that are still coming.
     held_back = 0
     for seed in range(4):
         body = {
             "model": MODEL,
             "messages": HELLO,
             "max_tokens": 300,
-            "temperature": 1.0,
+            "temperature": 2.0,  # where the trained model is unsure enough to emit pieces
             "seed": seed,
             "ignore_eos": True,
             "stream": True,
@@ -163,7 +173,9 @@ def test_stream_deltas_hold_only_complete_characters(http: httpx.Client, tokeniz
                 # Held back only while the text ends in an unfinished character.
                 assert rest == "" or rest.endswith("\ufffd"), (text, decoded)
                 held_back += bool(rest)
-        assert text == tokenizer.decode(ids, skip_special_tokens=True)
+        # A stream cut off by max_tokens inside a character ends without its pieces.
+        rest = tokenizer.decode(ids, skip_special_tokens=True)[len(text) :]
+        assert rest == "" or rest.endswith("\ufffd"), (text, rest)
     assert held_back > 0  # the case under test did occur
 
 
