@@ -246,7 +246,7 @@ def run_trl(
 ) -> tuple[StepMeter, int]:
     """Train with TRL's SFTTrainer on our tokenization, timing each step; as `run_ours`."""
     import torch
-    from datasets import Dataset  # type: ignore[import-untyped]
+    from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTTrainer
