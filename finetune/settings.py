@@ -33,8 +33,8 @@ class DataSettings(LayeredSettings):
     max_seq_len: int = Field(
         1024,
         ge=16,
-        description="Rows longer than this many tokens are truncated; packed sequences are this "
-        "long. Capped at the base model's context length.",
+        description="Rows longer than this many tokens are truncated; packed sequences are at "
+        "most this long. Capped at the base model's context length.",
     )
 
     @field_validator("data")
