@@ -52,15 +52,25 @@ def epoch_order(num_examples: int, seed: int, epoch: int) -> list[int]:
 
 
 def make_batches(
-    examples: list[Example], batch_tokens: int, seq_len: int, packing: bool, pad_id: int
+    examples: list[Example],
+    batch_tokens: int,
+    seq_len: int,
+    packing: bool,
+    pad_id: int,
+    fixed_shape: bool = False,
 ) -> list[Batch]:
-    """Batches over `examples` in the given order (rows are already at most `seq_len` long)."""
+    """Batches over `examples` in the given order (rows are already at most `seq_len` long).
+
+    `fixed_shape` (packing only) gives every batch the same (rows, length), padding included:
+    compiled code is specialised to shapes, and each new shape costs a recompilation."""
     if packing:
         pack_len = packed_length(examples, seq_len)
         sequences = list(_pack(examples, pack_len))
         per_batch = max(1, batch_tokens // pack_len)
         groups = [sequences[i : i + per_batch] for i in range(0, len(sequences), per_batch)]
-        return [_packed_batch(group, seq_len, pad_id) for group in groups]
+        if fixed_shape:
+            return [_packed_batch(group, pad_id, pack_len, per_batch) for group in groups]
+        return [_packed_batch(group, pad_id) for group in groups]
     return [_padded_batch(group, pad_id) for group in _by_budget(examples, batch_tokens)]
 
 
@@ -87,10 +97,12 @@ def _pack(examples: list[Example], seq_len: int) -> Iterator[list[Example]]:
         yield current
 
 
-def _packed_batch(sequences: list[list[Example]], seq_len: int, pad_id: int) -> Batch:
-    # Pad only to the longest sequence of the batch, not to seq_len.
-    width = max(sum(len(e.input_ids) for e in seq) for seq in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+def _packed_batch(
+    sequences: list[list[Example]], pad_id: int, width: int | None = None, rows: int | None = None
+) -> Batch:
+    # Unless a shape is given, pad only to the longest sequence of the batch.
+    width = width or max(sum(len(e.input_ids) for e in seq) for seq in sequences)
+    ids = torch.full((rows or len(sequences), width), pad_id, dtype=torch.long)
     targets = torch.full_like(ids, IGNORE)
     positions = torch.zeros_like(ids)
     for b, seq in enumerate(sequences):
@@ -103,6 +115,7 @@ def _packed_batch(sequences: list[list[Example]], seq_len: int, pad_id: int) -> 
             start = end
         # Padding gets positions of its own, so it forms a separate block.
         positions[b, start:] = torch.arange(width - start)
+    positions[len(sequences) :] = torch.arange(width)  # rows of padding only, if any
     return Batch(ids, positions, targets, None)
 
 

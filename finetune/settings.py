@@ -90,6 +90,10 @@ class TrainSettings(DataSettings):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Where to train; auto = CUDA when present (bf16), else CPU (fp32)."
     )
+    compile: bool = Field(
+        False,
+        description="torch.compile the decoder blocks and the loss head (packing: fixed shapes).",
+    )
     progress: bool = Field(True, description="Show a progress bar.")
 
     @field_validator("target_modules", mode="before")

@@ -6,6 +6,7 @@ give the same tensors; bf16 on CUDA. The loss is the mean cross-entropy over tar
 runs over prompt tokens, which saves most of its memory on large vocabularies.
 """
 
+import functools
 import json
 import math
 import os
@@ -62,6 +63,8 @@ def train(settings: TrainSettings) -> TrainResult:
     if not settings.full:
         model = _add_lora(model, tokenizer, settings)
     model.to(device)
+    if settings.compile:
+        compile_blocks(model)
     eval_batches = []
     if eval_set is not None:
         eval_batches = _batches(eval_set, settings, seq_len, tokenizer, epoch=None)
@@ -83,7 +86,7 @@ def train(settings: TrainSettings) -> TrainResult:
     bar = tqdm(total=total_steps, initial=start_step, disable=not settings.progress, unit="step")
     for step in range(start_step + 1, total_steps + 1):
         batch = next(batches).to(device)
-        loss = _train_step(model, batch, optimizer, trainable, settings.grad_clip)
+        loss = _train_step(model, batch, optimizer, trainable, settings.grad_clip, settings.compile)
         scheduler.step()
         tokens += batch.num_tokens
         losses.append(loss)
@@ -92,7 +95,7 @@ def train(settings: TrainSettings) -> TrainResult:
         bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{rate:,.0f}")
         bar.update()
         if eval_batches and (step % settings.eval_every == 0 or step == total_steps):
-            eval_loss = evaluate(model, eval_batches, device)
+            eval_loss = evaluate(model, eval_batches, device, settings.compile)
             metrics.write(step=step, eval_loss=eval_loss)
             bar.write(f"step {step}: eval loss {eval_loss:.4f}")
         if step % settings.checkpoint_every == 0 and step < total_steps:
@@ -136,8 +139,10 @@ def work_dir(out: Path) -> Path:
     return out.with_name(f".{out.name}.work")
 
 
-def batch_loss(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
-    """Sum of cross-entropy over the batch's target tokens, and how many there are."""
+def batch_loss(model: nn.Module, batch: Batch, compiled: bool = False) -> tuple[torch.Tensor, int]:
+    """Sum of cross-entropy over the batch's target tokens, and how many there are.
+
+    `compiled` runs the output head and the cross-entropy as one compiled graph."""
     causal = model.get_base_model() if hasattr(model, "get_base_model") else model
     hidden = causal.get_decoder()(
         input_ids=batch.input_ids,
@@ -147,19 +152,49 @@ def batch_loss(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
         use_cache=False,
     ).last_hidden_state  # (B, T, H)
     keep = batch.targets != IGNORE  # (B, T)
-    logits = causal.get_output_embeddings()(hidden[keep])  # (N, V): target tokens only
-    loss = F.cross_entropy(logits.float(), batch.targets[keep], reduction="sum")
+    head = causal.get_output_embeddings()
+    loss_fn = _compiled_head_loss() if compiled else head_loss
+    # The output head runs on target tokens only: prompt tokens never get vocabulary logits.
+    loss = loss_fn(hidden[keep], head.weight, head.bias, batch.targets[keep])
     return loss, int(keep.sum())
 
 
+def head_loss(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor
+) -> torch.Tensor:
+    """Summed cross-entropy of the output head's logits for `hidden` (N, H) against `targets`."""
+    logits = F.linear(hidden, weight, bias)  # (N, V)
+    return F.cross_entropy(logits.float(), targets, reduction="sum")
+
+
+@functools.cache
+def _compiled_head_loss() -> Any:
+    # One graph: the fp32 upcast, log-sum-exp and gather fuse into one pass over the logits.
+    # Dynamic: the number of target tokens changes from batch to batch.
+    return torch.compile(head_loss, dynamic=True)
+
+
+def compile_blocks(model: nn.Module) -> None:
+    """torch.compile every decoder block in place (they share compiled code)."""
+    # Dynamo guards on each block's own attributes: more blocks than its default limit of 8
+    # recompilations would leave the rest silently running eagerly.
+    torch._dynamo.config.cache_size_limit = max(64, torch._dynamo.config.cache_size_limit)
+    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+    for layer in causal.get_decoder().layers:
+        # A graph per batch shape: packed batches have one shape when compiling (fixed_shape).
+        layer.compile(dynamic=False)
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: list[Batch], device: torch.device) -> float:
+def evaluate(
+    model: nn.Module, batches: list[Batch], device: torch.device, compiled: bool = False
+) -> float:
     """Mean loss per target token over `batches`."""
     model.eval()
     total, count = 0.0, 0
     for batch in batches:
         with _autocast(device):
-            loss, n = batch_loss(model, batch.to(device))
+            loss, n = batch_loss(model, batch.to(device), compiled)
         total, count = total + loss.item(), count + n
     model.train()
     return total / max(count, 1)
@@ -171,9 +206,10 @@ def _train_step(
     optimizer: torch.optim.Optimizer,
     trainable: list[nn.Parameter],
     grad_clip: float,
+    compiled: bool,
 ) -> float:
     with _autocast(batch.input_ids.device):
-        loss_sum, count = batch_loss(model, batch)
+        loss_sum, count = batch_loss(model, batch, compiled)
     loss = loss_sum / max(count, 1)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(trainable, grad_clip)
@@ -240,7 +276,9 @@ def _batches(
     )
     examples = [dataset.examples[i] for i in order]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return make_batches(examples, settings.batch_tokens, seq_len, settings.packing, pad_id)
+    return make_batches(
+        examples, settings.batch_tokens, seq_len, settings.packing, pad_id, settings.compile
+    )
 
 
 def _step_batches(
@@ -382,6 +420,7 @@ def _manifest(
             "packing": settings.packing,
             "seed": settings.seed,
             "device": _device(settings.device).type,
+            "compiled": settings.compile,
             "tokens_per_s": round(result.tokens_per_s, 1),
         },
         "final_train_loss": result.train_loss,

@@ -192,11 +192,11 @@ def run_ours(
     step = trainer._train_step
 
     # train() has no per-step hook: wrapping the step function it calls times the loop as is.
-    def timed_step(model: Any, batch: Any, optimizer: Any, trainable: Any, clip: float) -> float:
+    def timed_step(model: Any, batch: Any, optimizer: Any, trainable: Any, *rest: Any) -> float:
         if not meter.ends and not meter.losses:
             trainable_params[0] = sum(p.numel() for p in trainable)
             meter.start()
-        loss = step(model, batch, optimizer, trainable, clip)
+        loss = step(model, batch, optimizer, trainable, *rest)
         rows = count_rows(batch.input_ids, batch.position_ids, pad_id)
         meter.batch(int((batch.input_ids != pad_id).sum()), batch.num_tokens, rows, loss)
         meter.end_step()

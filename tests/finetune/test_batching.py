@@ -61,3 +61,21 @@ def test_epoch_order_is_a_seeded_shuffle() -> None:
     assert epoch_order(50, seed=1, epoch=0) == epoch_order(50, seed=1, epoch=0)
     assert epoch_order(50, seed=1, epoch=0) != epoch_order(50, seed=1, epoch=1)
     assert sorted(epoch_order(50, seed=2, epoch=3)) == list(range(50))
+
+
+@torch.no_grad()
+def test_fixed_shape_batches_all_have_one_shape_and_the_same_loss(model_and_examples) -> None:
+    model, examples = model_and_examples
+    rows = examples * 3 + examples[:5]
+    loose = make_batches(rows, batch_tokens=384, seq_len=128, packing=True, pad_id=0)
+    fixed = make_batches(rows, 384, 128, packing=True, pad_id=0, fixed_shape=True)
+
+    assert len({tuple(b.input_ids.shape) for b in loose}) > 1  # the case fixed_shape is for
+    # Sequences of seq_len (the rows are shorter than PACK_MIN), batch_tokens // seq_len of them.
+    assert {tuple(b.input_ids.shape) for b in fixed} == {(3, 128)}
+    assert len(fixed) == len(loose)
+    for a, b in zip(loose, fixed, strict=True):
+        loss_a, count_a = batch_loss(model, a)
+        loss_b, count_b = batch_loss(model, b)
+        assert count_a == count_b
+        torch.testing.assert_close(loss_a, loss_b, rtol=1e-5, atol=1e-4)

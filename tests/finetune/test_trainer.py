@@ -177,3 +177,16 @@ def test_full_mode_writes_a_model_that_loads(tiny_base: Path, data, tmp_path: Pa
     assert len(changed) == len(list(base.parameters()))  # every weight trained
     manifest = json.loads((out / MANIFEST_NAME).read_text())
     assert (manifest["kind"], manifest["lora"]) == ("full", None)
+
+
+def test_compiled_training_matches_eager(tiny_base: Path, data, tmp_path: Path) -> None:
+    # The path CUDA takes by default (compile=auto), run on the CPU: same adapter up to rounding.
+    eager = train(settings(tiny_base, data, tmp_path / "eager", max_steps=4, compile=False)).out
+    compiled = train(settings(tiny_base, data, tmp_path / "compiled", max_steps=4, compile=True))
+
+    manifest = json.loads((compiled.out / MANIFEST_NAME).read_text())
+    assert manifest["training"]["compiled"] is True
+    reference, tensors = adapter_tensors(eager), adapter_tensors(compiled.out)
+    assert tensors.keys() == reference.keys()
+    for name, tensor in tensors.items():
+        torch.testing.assert_close(tensor, reference[name], rtol=1e-4, atol=1e-5, msg=name)
