@@ -5,26 +5,30 @@ Exit codes: 0 done; 1 the data has invalid rows or training failed a check; 2 ba
 
 import sys
 
+from finetune.push import PushSettings
 from finetune.settings import DataSettings, TrainSettings
 from server.errors import KangarooError, SettingsError
 from server.settings import parse_settings
 
-USAGE = """usage: python -m finetune {validate,train} [flags]   (--help after a command lists them)
+USAGE = """usage: python -m finetune {validate,train,push} [flags]  (a command's --help: its flags)
 
   validate  check every row of a JSONL chat dataset against a base model's template and context
   train     train a LoRA adapter (or, with --full, every weight) and write it to --out
+  push      send an adapter folder to a running server: python -m finetune push OUT --name NAME
 """
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; the return value is the exit code."""
     args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] not in ("validate", "train"):
+    if not args or args[0] not in ("validate", "train", "push"):
         print(USAGE, file=sys.stderr)
         return 2
     try:
         if args[0] == "validate":
             return validate(parse_settings(DataSettings, args[1:]))
+        if args[0] == "push":
+            return push(parse_settings(PushSettings, args[1:]))
         return train(parse_settings(TrainSettings, args[1:]))
     except SettingsError as exc:
         print(f"finetune {args[0]}: {exc}", file=sys.stderr)
@@ -67,6 +71,19 @@ def train(settings: TrainSettings) -> int:
         from finetune.preflight import server_rank_for
 
         print(f"Serve it with --enable-lora --max-lora-rank {server_rank_for(settings.rank)}")
+    return 0
+
+
+def push(settings: PushSettings) -> int:
+    """Push and say which model ids now serve the adapter."""
+    from finetune.push import push as send
+
+    version = send(settings)
+    verb = "Pushed" if version.get("new") else "Unchanged (same files as the newest version):"
+    print(
+        f"{verb} {version['model']} version {version['version']} ({version['sha256'][:12]}). "
+        f"Chat with model='{version['model']}', or '{version['pinned_model']}' for this version."
+    )
     return 0
 
 

@@ -2,15 +2,18 @@
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
 
 from server.errors import install_error_handlers
 from server.generation import Engine
-from server.routes import chat, completions, health, models
+from server.routes import adapters, chat, completions, health, models
 from server.settings import Settings
 from server.state import EngineFactory, ServerState
+
+logger = logging.getLogger(__name__)
 
 
 def create_app(
@@ -39,10 +42,15 @@ def create_app(
                 await starting
             state.shutdown()
 
+    if settings.adapter_dir is not None and settings.admin_key is None:
+        logger.warning(
+            "No admin key set: the adapter admin API answers only clients on this machine "
+            "(set KANGAROO_ADMIN_KEY to push adapters from elsewhere)."
+        )
     app = FastAPI(title="Kangaroo", version="0.1.0", lifespan=lifespan)
     app.state.kangaroo = state
     install_error_handlers(app)
-    for module in (chat, completions, models, health):
+    for module in (chat, completions, models, adapters, health):
         app.include_router(module.router)
     return app
 

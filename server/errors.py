@@ -4,8 +4,12 @@
      ├── SettingsError          bad configuration; stops start-up (no HTTP)
      └── APIError               has an HTTP status and an OpenAI error type/code
           ├── InvalidRequestError   400 the request is wrong (names the field and value)
-          ├── InvalidAdapterError   400 the engine refuses to load a LoRA adapter
-          ├── ModelNotFoundError    404 `model` is not served here
+          ├── InvalidAdapterError   400 an adapter fails its checks or the engine refuses it
+          ├── AuthenticationError   401 a key is needed and missing or wrong
+          ├── PermissionDeniedError 403 the caller may not use this route
+          ├── ModelNotFoundError    404 `model` is not served here (also adapters, versions)
+          ├── AdapterConflictError  409 an adapter was trained on another base model
+          ├── RequestTooLargeError  413 the body (e.g. an adapter upload) is over its limit
           ├── EngineNotReadyError   503 the engine is still starting
           └── EngineFailedError     500 the engine failed; a bug of ours or of the engine
 
@@ -61,15 +65,47 @@ class InvalidAdapterError(APIError):
     code = "invalid_adapter"
 
 
+class AuthenticationError(APIError):
+    """No key, or a wrong one, where a key is required."""
+
+    status_code = 401
+    error_type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class PermissionDeniedError(APIError):
+    """The caller is known but may not use this route."""
+
+    status_code = 403
+    error_type = "invalid_request_error"
+    code = "permission_denied"
+
+
 class ModelNotFoundError(APIError):
-    """The request names a model this server does not serve."""
+    """The request names a model (or adapter, or adapter version) this server does not serve."""
 
     status_code = 404
     error_type = "invalid_request_error"
     code = "model_not_found"
 
-    def __init__(self, model: str):
-        super().__init__(f"The model '{model}' does not exist.", param="model")
+    def __init__(self, model: str, why: str = "", param: str | None = "model"):
+        super().__init__(f"The model '{model}' does not exist{why}.", param=param)
+
+
+class AdapterConflictError(APIError):
+    """An adapter was made for another base model than the one served."""
+
+    status_code = 409
+    error_type = "invalid_request_error"
+    code = "base_model_mismatch"
+
+
+class RequestTooLargeError(APIError):
+    """The request body is over a configured limit."""
+
+    status_code = 413
+    error_type = "invalid_request_error"
+    code = "request_too_large"
 
 
 class EngineNotReadyError(APIError):

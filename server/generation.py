@@ -108,6 +108,10 @@ class Engine(Protocol):
         """Load `adapter` into the engine now; `InvalidAdapterError` when the engine refuses it."""
         ...
 
+    async def remove_adapter(self, lora_id: int) -> None:
+        """Drop the adapter with `lora_id` from the engine (no-op when it is not loaded)."""
+        ...
+
     def stats(self) -> EngineStats:
         """Current load of the engine."""
         ...

@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from server.errors import SettingsError
@@ -119,6 +119,21 @@ class Settings(LayeredSettings):
         None, ge=1, description="Adapters kept in CPU memory (>= max_loras)."
     )
 
+    # Adapter registry (hot-loaded LoRA adapters; the admin API under /v1/adapters)
+    adapter_dir: Path | None = Field(
+        None,
+        description="Adapter registry folder (created if missing); turns on LoRA. Replicas may "
+        "share it.",
+    )
+    adapter_max_mib: int = Field(
+        1024, ge=1, description="Largest adapter accepted, upload or folder, in MiB."
+    )
+    admin_key: SecretStr | None = Field(
+        None,
+        description="Key for the admin API (Authorization: Bearer KEY). Unset: only clients on "
+        "this machine (loopback) may call it.",
+    )
+
     @field_validator("model")
     @classmethod
     def _model_folder_exists(cls, model: str | None) -> str | None:
@@ -139,6 +154,12 @@ class Settings(LayeredSettings):
         if rank not in LORA_RANKS:
             raise ValueError(f"must be one of {', '.join(map(str, LORA_RANKS))}")
         return rank
+
+    @model_validator(mode="after")
+    def _adapters_need_lora(self) -> "Settings":
+        if self.adapter_dir is not None:
+            self.enable_lora = True
+        return self
 
     @model_validator(mode="after")
     def _check_lora_capacity(self) -> "Settings":

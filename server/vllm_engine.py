@@ -114,6 +114,10 @@ class VllmEngine:
                 f"The engine refused adapter '{adapter.name}': {exc}", "model"
             ) from exc
 
+    async def remove_adapter(self, lora_id: int) -> None:
+        """Drop the adapter with `lora_id` from the engine's caches (no-op if not loaded)."""
+        await self._llm.remove_lora(lora_id)
+
     def stats(self) -> EngineStats:
         """Current load: the front-end count is exact; scheduler figures are from its last step."""
         last = self._scheduler_stats.latest

@@ -13,10 +13,11 @@ import httpx
 import openai
 import pytest
 
-from server.demo_model import demo_model_dir
+from server.demo_model import ModelShape, build_base_model, demo_model_dir
 from server.settings import load_settings
 
 REPO = Path(__file__).resolve().parent.parent
+TINY = ModelShape(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2)
 MODEL = "kangaroo-demo"
 HEARTBEAT_S = 0.5  # short, so that a test can see heartbeats on a stream of a few seconds
 
@@ -137,3 +138,11 @@ def demo_model() -> Path:
     from server.demo_model import ensure_demo_model
 
     return ensure_demo_model(load_settings([]).cache_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer Llama with the demo tokenizer and random weights, built in seconds."""
+    folder = tmp_path_factory.mktemp("tiny") / "base"
+    build_base_model(folder, seed=0, shape=TINY)
+    return folder

@@ -26,6 +26,7 @@ class FakeEngine:
         self.crash = crash or EngineFailedError("the fake engine failed")
         self.is_shut_down = False
         self.adapters: list[AdapterRef] = []
+        self.removed_adapters: list[int] = []
 
     def render_chat(self, messages: Sequence[dict[str, Any]]) -> str:
         return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
@@ -46,6 +47,8 @@ class FakeEngine:
                 raise self.crash
             await asyncio.sleep(0)
             text = word if i == 0 else " " + word
+            if adapter is not None and i == 0:
+                text = f"[{adapter.name}] {text}"  # an adapter visibly changes the output
             last = i == len(words) - 1
             finish = ("length" if len(words) == options.max_tokens else "stop") if last else None
             yield [
@@ -55,6 +58,9 @@ class FakeEngine:
 
     async def load_adapter(self, adapter: AdapterRef) -> None:
         self.adapters.append(adapter)
+
+    async def remove_adapter(self, lora_id: int) -> None:
+        self.removed_adapters.append(lora_id)
 
     def stats(self) -> EngineStats:
         return EngineStats(0, 0, 0, 0.0)

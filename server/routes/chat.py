@@ -23,10 +23,10 @@ async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, state: State
 ) -> dict[str, Any] | Response:
     """Generate a chat reply, streamed as SSE chunks or returned whole."""
-    # 1. Validate: fields the schema cannot check, the model, the engine.
+    # 1. Validate: fields the schema cannot check, the engine, the model (base or adapter).
     body.validate_semantics()
-    state.check_model(body.model)
     engine = state.ready_engine()
+    adapter = await state.resolve_model(body.model)
 
     # 2. Prompt: the model's own chat template, tokenized off the event loop.
     messages = [message.as_template_input() for message in body.messages]
@@ -46,12 +46,12 @@ async def create_chat_completion(
     reply = Reply(
         f"chatcmpl-{uuid.uuid4().hex}",
         "chat.completion.chunk",
-        state.model_id,
+        body.model,
         prompt_tokens=len(prompt_ids),
         include_usage=body.stream_options is not None and body.stream_options.include_usage,
         return_token_ids=body.return_token_ids,
     )
-    deltas = engine.generate(reply.id, prompt_ids, options)
+    deltas = state.generate(reply.id, prompt_ids, options, adapter)
 
     # 4. Stream, or collect the whole reply (stopping if the client leaves).
     if body.stream:

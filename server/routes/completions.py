@@ -33,8 +33,8 @@ async def create_completion(
     """Continue one or more prompts, streamed as SSE chunks or returned whole."""
     # 1. Validate.
     body.validate_semantics()
-    state.check_model(body.model)
     engine = state.ready_engine()
+    adapter = await state.resolve_model(body.model)
 
     # 2. Prompts as token ids.
     prompts = await asyncio.to_thread(_prompt_token_ids, engine, body.prompt)
@@ -56,13 +56,13 @@ async def create_completion(
     reply = Reply(
         f"cmpl-{uuid.uuid4().hex}",
         "text_completion",
-        state.model_id,
+        body.model,
         prompt_tokens=sum(len(ids) for ids in prompts),
         include_usage=body.stream_options is not None and body.stream_options.include_usage,
         return_token_ids=body.return_token_ids,
     )
     streams = [
-        engine.generate(f"{reply.id}-{p}", ids, opts)
+        state.generate(f"{reply.id}-{p}", ids, opts, adapter)
         for p, (ids, opts) in enumerate(zip(prompts, options, strict=True))
     ]
     deltas = _merged(streams, body.n)

@@ -1,23 +1,10 @@
-"""A tiny base model built from nothing (seconds), and data helpers for the trainer's tests."""
+"""Data helpers for the trainer's tests (the tiny base model is in tests/conftest.py)."""
 
 import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from server.demo_model import ModelShape, build_base_model
-
-TINY = ModelShape(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2)
 WORDS = "red green blue sun moon star tree river stone".split()
-
-
-@pytest.fixture(scope="session")
-def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer Llama with the demo tokenizer and random weights."""
-    folder = tmp_path_factory.mktemp("tiny") / "base"
-    build_base_model(folder, seed=0, shape=TINY)
-    return folder
 
 
 def chat(user: str, reply: str, **assistant_extra: Any) -> dict[str, Any]:
