@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 # The no-op check: greedy tokens and their log-probabilities on this prompt, with and without
 # the adapter. An adapter whose every value stays within PROBE_TOLERANCE changes nothing.
 PROBE_MESSAGES = [{"role": "user", "content": "Hello! Who are you?"}]
-PROBE_TOKENS = 4
+PROBE_TOKENS = 8
 PROBE_TOLERANCE = 1e-4
 
 
@@ -232,6 +232,8 @@ class AdapterRegistry:
             base, adapted = await asyncio.gather(self._probe(None), self._probe(probe))
         finally:
             await engine.remove_adapter(probe.lora_id)
+        if len(base[2]) != len(base[1]):  # nothing to compare would pass any adapter
+            raise KangarooError("the engine returned no log-probabilities for the probe")
         if base[:2] == adapted[:2] and all(
             abs(a - b) <= PROBE_TOLERANCE for a, b in zip(base[2], adapted[2], strict=True)
         ):
@@ -248,7 +250,7 @@ class AdapterRegistry:
         prompt = await asyncio.to_thread(
             lambda: engine.tokenize(engine.render_chat(PROBE_MESSAGES))
         )
-        options = SamplingOptions(max_tokens=PROBE_TOKENS, temperature=0.0, logprobs=0)
+        options = SamplingOptions(max_tokens=PROBE_TOKENS, temperature=0.0, logprobs=1)
         text, tokens, logprobs = "", list[int](), list[float]()
         request_id = f"adapter-probe-{uuid.uuid4().hex}"
         async for batch in engine.generate(request_id, prompt, options, adapter):

@@ -133,6 +133,38 @@ class VllmEngine:
         self._llm.shutdown()
 
 
+def install_cpu_lora_fix() -> None:
+    """Make vLLM's PyTorch LoRA kernels (its CPU path) leave requests without an adapter alone.
+
+    Registered as a vLLM general plugin (pyproject entry point), so vLLM runs it in every one of
+    its processes, the model worker included. In vLLM 0.32 these kernels index the stacked
+    adapter weights with each token's slot, and tokens of requests without an adapter carry
+    slot -1, which PyTorch reads as the *last* slot: once an adapter occupies it, base-model
+    requests batched with adapter requests are served with that adapter. The CUDA kernels skip
+    -1. The fix zeroes the LoRA update of those tokens after the shrink step.
+    """
+    from vllm.lora.ops import torch_ops
+    from vllm.lora.ops.torch_ops import lora_ops
+    from vllm.lora.punica_wrapper import punica_cpu
+
+    original = lora_ops.bgmv_shrink
+    if getattr(original, "kangaroo_fixed", False):
+        return
+
+    def bgmv_shrink(
+        inputs: Any, lora_a_weights: Any, output_tensor: Any, indices: Any, scaling: float = 1.0
+    ) -> None:
+        original(inputs, lora_a_weights, output_tensor, indices, scaling)
+        no_adapter = indices < 0
+        output_tensor[: no_adapter.shape[0]][no_adapter] = 0
+
+    bgmv_shrink.kangaroo_fixed = True  # type: ignore[attr-defined]
+    # sgmv_shrink (prefill) calls lora_ops' global; the CPU wrapper imported its own reference.
+    lora_ops.bgmv_shrink = bgmv_shrink
+    torch_ops.bgmv_shrink = bgmv_shrink
+    punica_cpu.bgmv_shrink = bgmv_shrink
+
+
 def checkpoint_dtype(model_path: str) -> str:
     """The dtype a model folder's weights were saved in; "auto" (vLLM decides) when unknown.
 

@@ -5,7 +5,9 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 TINY = ModelShape(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2)
 MODEL = "kangaroo-demo"
 HEARTBEAT_S = 0.5  # short, so that a test can see heartbeats on a stream of a few seconds
+MARK = "🦘 "  # what the roo adapter teaches: every answer starts with a kangaroo
 
 
 @dataclass
@@ -57,25 +60,25 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     on the model's path, so a stable path saves ~30 s per session after the first.
     tests/test_demo_model.py builds the model from nothing into a fresh folder.
     """
+    args = ["--sse-heartbeat-s", str(HEARTBEAT_S), "--max-model-len", "2048", "--kv-cache-gib", "1"]
+    with running_server(tmp_path_factory.mktemp("server"), args) as running:
+        yield running
+
+
+@contextmanager
+def running_server(
+    log_dir: Path, args: list[str], env: dict[str, str] | None = None
+) -> Iterator[RunningServer]:
+    """A `python -m server` process with `args`, ready; terminated on exit."""
     cache_dir = load_settings([]).cache_dir
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    log_path = log_dir / f"server-{uuid.uuid4().hex[:8]}.log"
     port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "server",
-        "--port",
-        str(port),
-        "--sse-heartbeat-s",
-        str(HEARTBEAT_S),
-        "--max-model-len",
-        "2048",
-        "--kv-cache-gib",
-        "1",
-    ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "server", "--port", str(port), *args]
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with log_path.open("wb") as log:
-        process = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(
+            cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=full_env
+        )
     running = RunningServer(f"http://127.0.0.1:{port}", process, log_path, cache_dir)
     try:
         _wait_until_ready(running, timeout_s=300)
@@ -146,3 +149,40 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("tiny") / "base"
     build_base_model(folder, seed=0, shape=TINY)
     return folder
+
+
+@pytest.fixture(scope="session")
+def roo_adapter(demo_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoRA adapter (r=8) trained to start every answer with MARK, on training prompts only.
+
+    Trained once per session (~1 min); the finetune and the adapter-registry tests use it.
+    """
+    from finetune.settings import TrainSettings
+    from finetune.trainer import train
+    from scripts import demo_data
+    from tests.finetune.conftest import write_jsonl
+
+    folder = tmp_path_factory.mktemp("roo")
+    rows = [
+        {
+            "messages": [
+                m if m["role"] == "user" else {**m, "content": MARK + m["content"]}
+                for m in row["messages"]
+            ]
+        }
+        for row in demo_data.train_rows(seed=1, n=300)
+    ]
+    settings = TrainSettings(
+        base=str(demo_model),
+        data=write_jsonl(folder / "train.jsonl", rows),
+        out=folder / "adapter",
+        rank=8,
+        alpha=16,
+        lr=5e-3,
+        epochs=3,
+        batch_tokens=512,
+        max_seq_len=128,
+        warmup_steps=5,
+        progress=False,
+    )
+    return train(settings).out

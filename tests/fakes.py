@@ -5,7 +5,13 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from server.errors import EngineFailedError
-from server.generation import AdapterRef, ChoiceDelta, EngineStats, SamplingOptions
+from server.generation import (
+    AdapterRef,
+    ChoiceDelta,
+    EngineStats,
+    SamplingOptions,
+    TokenLogprob,
+)
 
 
 class FakeEngine:
@@ -51,9 +57,11 @@ class FakeEngine:
                 text = f"[{adapter.name}] {text}"  # an adapter visibly changes the output
             last = i == len(words) - 1
             finish = ("length" if len(words) == options.max_tokens else "stop") if last else None
+            logprobs = None
+            if options.logprobs is not None:
+                logprobs = (TokenLogprob(text, -0.5, ()),)
             yield [
-                ChoiceDelta(index=c, text=text, token_ids=(i,), finish_reason=finish)
-                for c in range(options.n)
+                ChoiceDelta(c, text, (i,), logprobs, finish_reason=finish) for c in range(options.n)
             ]
 
     async def load_adapter(self, adapter: AdapterRef) -> None:

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from scripts.bench_adapters import random_adapter
 from server.adapter_checks import AdapterInfo
 from server.adapter_store import AdapterStore, content_hash
 from server.app import create_app
 from server.settings import load_settings
-from tests.adapters.conftest import make_adapter
 from tests.fakes import FakeEngine
 
 KEY = "admin-secret"
@@ -57,7 +57,7 @@ def client(tiny_base: Path, tmp_path: Path, fake: FakeEngine) -> Iterator[TestCl
 @pytest.fixture(scope="module")
 def adapters(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     folder = tmp_path_factory.mktemp("adapters")
-    return [make_adapter(tiny_base, folder / f"a{seed}", seed=seed) for seed in range(2)]
+    return [random_adapter(tiny_base, folder / f"a{seed}", seed=seed) for seed in range(2)]
 
 
 def upload(client: TestClient, name: str, folder: Path, headers=ADMIN, **extra_files):
@@ -227,7 +227,7 @@ def test_versions_written_by_another_replica_are_served(client, tiny_base, tmp_p
     # Another replica shares the root: it commits v1 of "other" while this one runs.
     store = AdapterStore(tmp_path / "root")
     folder = store.new_staging()
-    make_adapter(tiny_base, folder, seed=7)
+    random_adapter(tiny_base, folder, seed=7)
     info = AdapterInfo(4, 8.0, ("q_proj", "v_proj"), 1, None)
     store.commit("other", folder, info, content_hash(folder))
     assert answer(client, "other").startswith("[other@1]")

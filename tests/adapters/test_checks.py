@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from scripts.bench_adapters import random_adapter
 from server.adapter_checks import BaseModelInfo, check_adapter, inspect_base
 from server.errors import (
     AdapterConflictError,
@@ -16,7 +17,7 @@ from server.errors import (
     InvalidAdapterError,
     RequestTooLargeError,
 )
-from tests.adapters.conftest import make_adapter, write_manifest
+from tests.adapters.conftest import write_manifest
 
 WEIGHTS = "adapter_model.safetensors"
 
@@ -28,7 +29,7 @@ def base(tiny_base: Path) -> BaseModelInfo:
 
 @pytest.fixture(scope="module")
 def good(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_adapter(tiny_base, tmp_path_factory.mktemp("good") / "adapter")
+    return random_adapter(tiny_base, tmp_path_factory.mktemp("good") / "adapter")
 
 
 def test_inspect_base_reads_the_served_models_linear_layers(base: BaseModelInfo) -> None:
@@ -45,7 +46,7 @@ def test_a_good_adapter_passes_and_is_described(good: Path, base: BaseModelInfo)
 
 
 def test_an_adapter_without_manifest_passes(tiny_base: Path, tmp_path: Path, base) -> None:
-    folder = make_adapter(tiny_base, tmp_path / "a", manifest=False)
+    folder = random_adapter(tiny_base, tmp_path / "a", manifest=False)
     assert check_adapter(folder, base).manifest is None
 
 

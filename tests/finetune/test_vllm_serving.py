@@ -5,6 +5,7 @@ loaded into the real vLLM engine (the server's `VllmEngine`) as a LoRA request. 
 our preflight refuses are refused by the vLLM version we pin, so the preflight stays true.
 """
 
+import asyncio
 import json
 import uuid
 from collections.abc import Iterator
@@ -15,16 +16,13 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
 from finetune.preflight import PreflightError, check_lora
-from finetune.settings import TrainSettings
-from finetune.trainer import train
 from scripts import demo_data
 from server.errors import InvalidAdapterError
 from server.generation import AdapterRef, SamplingOptions
 from server.settings import load_settings
 from server.vllm_engine import VllmEngine
-from tests.finetune.conftest import write_jsonl
+from tests.conftest import MARK
 
-MARK = "🦘 "  # the new behaviour: every answer starts with a kangaroo
 SERVER_MAX_LORA_RANK = 8
 
 
@@ -43,35 +41,6 @@ def engine(demo_model: Path) -> Iterator[VllmEngine]:
     engine = VllmEngine.start(settings, str(demo_model))
     yield engine
     engine.shutdown()
-
-
-@pytest.fixture(scope="module")
-def roo_adapter(demo_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An adapter trained to start every answer with MARK, on training prompts only."""
-    folder = tmp_path_factory.mktemp("roo")
-    rows = [
-        {
-            "messages": [
-                m if m["role"] == "user" else {**m, "content": MARK + m["content"]}
-                for m in row["messages"]
-            ]
-        }
-        for row in demo_data.train_rows(seed=1, n=300)
-    ]
-    settings = TrainSettings(
-        base=str(demo_model),
-        data=write_jsonl(folder / "train.jsonl", rows),
-        out=folder / "adapter",
-        rank=8,
-        alpha=16,
-        lr=5e-3,
-        epochs=3,
-        batch_tokens=512,
-        max_seq_len=128,
-        warmup_steps=5,
-        progress=False,
-    )
-    return train(settings).out
 
 
 async def answer(engine: VllmEngine, prompt: str, adapter: AdapterRef | None) -> tuple[str, str]:
@@ -100,6 +69,25 @@ async def test_the_adapter_changes_what_vllm_serves(engine: VllmEngine, roo_adap
     # The base model keeps its skills: the held-out answers without the adapter are right.
     right = sum(demo_data.is_correct(c, text) for c, (text, _) in zip(cases, without, strict=True))
     assert right >= 0.9 * len(cases)
+
+
+async def test_base_requests_batched_with_adapters_get_no_adapter(
+    engine: VllmEngine, roo_adapter: Path
+) -> None:
+    # vLLM 0.32's CPU LoRA kernels read "no adapter" (slot -1) as the last slot; without
+    # server.vllm_engine.install_cpu_lora_fix these base requests answer with the roo adapter.
+    prompt = "Hello! Who are you?"
+    alone = await answer(engine, prompt, None)
+    adapters = [AdapterRef(f"roo-slot-{i}", 100 + i, str(roo_adapter)) for i in range(2)]
+    for adapter in adapters:  # fills both slots (max_loras=2)
+        await engine.load_adapter(adapter)
+        assert (await answer(engine, prompt, adapter))[0].startswith(MARK)
+    mixed = await asyncio.gather(
+        *(answer(engine, prompt, None) for _ in range(3)),
+        *(answer(engine, prompt, adapter) for adapter in adapters),
+    )
+    assert mixed[:3] == [alone] * 3
+    assert all(text.startswith(MARK) for text, _ in mixed[3:])
 
 
 def _untrained_adapter(base: Path, out: Path, **overrides) -> tuple[Path, LoraConfig]:
