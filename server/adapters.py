@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 # The no-op check: greedy tokens and their log-probabilities on this prompt, with and without
 # the adapter. An adapter whose every value stays within PROBE_TOLERANCE changes nothing.
 PROBE_MESSAGES = [{"role": "user", "content": "Hello! Who are you?"}]
-PROBE_TOKENS = 8
+PROBE_TOKENS = 2
 PROBE_TOLERANCE = 1e-4
 
 
