@@ -134,35 +134,81 @@ class VllmEngine:
 
 
 def install_cpu_lora_fix() -> None:
-    """Make vLLM's PyTorch LoRA kernels (its CPU path) leave requests without an adapter alone.
+    """Replace vLLM's PyTorch LoRA kernels (its CPU path) with ones that are right and faster.
 
     Registered as a vLLM general plugin (pyproject entry point), so vLLM runs it in every one of
-    its processes, the model worker included. In vLLM 0.32 these kernels index the stacked
-    adapter weights with each token's slot, and tokens of requests without an adapter carry
-    slot -1, which PyTorch reads as the *last* slot: once an adapter occupies it, base-model
-    requests batched with adapter requests are served with that adapter. The CUDA kernels skip
-    -1. The fix zeroes the LoRA update of those tokens after the shrink step.
+    its processes, the model worker included. vLLM 0.32's kernels gather one adapter matrix per
+    token (`weights[indices]`), and tokens of requests without an adapter carry slot -1, which
+    PyTorch reads as the *last* slot: once an adapter occupies it, base-model requests batched
+    with adapter requests are served with that adapter (the CUDA kernels skip -1). These
+    kernels multiply each slot's tokens by its matrix once and leave slot -1 tokens alone.
     """
     from vllm.lora.ops import torch_ops
     from vllm.lora.ops.torch_ops import lora_ops
     from vllm.lora.punica_wrapper import punica_cpu
 
-    original = lora_ops.bgmv_shrink
-    if getattr(original, "kangaroo_fixed", False):
+    if getattr(lora_ops.bgmv_shrink, "kangaroo_fixed", False):
         return
+    kernels = {
+        "bgmv_shrink": _bgmv_shrink,
+        "bgmv_expand": _bgmv_expand,
+        "bgmv_expand_slice": _bgmv_expand_slice,
+    }
+    for name, kernel in kernels.items():
+        kernel.kangaroo_fixed = True  # type: ignore[attr-defined]
+        # The sgmv (prefill) kernels call lora_ops' globals; the CPU wrapper holds its own.
+        for module in (lora_ops, torch_ops, punica_cpu):
+            setattr(module, name, kernel)
 
-    def bgmv_shrink(
-        inputs: Any, lora_a_weights: Any, output_tensor: Any, indices: Any, scaling: float = 1.0
-    ) -> None:
-        original(inputs, lora_a_weights, output_tensor, indices, scaling)
-        no_adapter = indices < 0
-        output_tensor[: no_adapter.shape[0]][no_adapter] = 0
 
-    bgmv_shrink.kangaroo_fixed = True  # type: ignore[attr-defined]
-    # sgmv_shrink (prefill) calls lora_ops' global; the CPU wrapper imported its own reference.
-    lora_ops.bgmv_shrink = bgmv_shrink
-    torch_ops.bgmv_shrink = bgmv_shrink
-    punica_cpu.bgmv_shrink = bgmv_shrink
+def _per_slot(inputs: Any, weights: Any, indices: Any, dtype: Any) -> Any:
+    """Row t of the result is inputs[t] @ weights[indices[t]].T; zero where indices[t] < 0."""
+    import torch
+
+    stacked = weights.squeeze(1) if weights.dim() == 4 else weights  # (slots, out, in)
+    x = inputs.to(dtype)
+    out = torch.zeros(x.shape[0], stacked.shape[1], dtype=dtype, device=x.device)
+    for slot in torch.unique(indices).tolist():
+        if slot >= 0:
+            rows = indices == slot
+            out[rows] = x[rows] @ stacked[slot].to(dtype).T
+    return out
+
+
+def _bgmv_shrink(
+    inputs: Any, lora_a_weights: Any, output_tensor: Any, indices: Any, scaling: float = 1.0
+) -> None:
+    outputs = _per_slot(inputs, lora_a_weights, indices, output_tensor.dtype)
+    output_tensor[:, : outputs.shape[1]] = scaling * outputs
+
+
+def _bgmv_expand(
+    inputs: Any, lora_b_weights: Any, output_tensor: Any, indices: Any, add_inputs: bool = True
+) -> None:
+    outputs = _per_slot(inputs, lora_b_weights, indices, output_tensor.dtype)
+    # As vLLM's: one row of output may stand for all rows, and paddings may differ in width.
+    limit = 1 if outputs.shape[0] == 1 and output_tensor.shape[0] != 1 else output_tensor.shape[0]
+    width = min(outputs.shape[1], output_tensor.shape[1])
+    if add_inputs:
+        output_tensor[:, :width] += outputs[:limit, :width]
+    else:
+        output_tensor[:, :width] = outputs[:limit, :width]
+
+
+def _bgmv_expand_slice(
+    inputs: Any,
+    lora_b_weights: Any,
+    output_tensor: Any,
+    indices: Any,
+    slice_offset: int,
+    slice_size: int,
+    add_inputs: bool = True,
+) -> None:
+    outputs = _per_slot(inputs, lora_b_weights, indices, output_tensor.dtype)
+    if add_inputs:
+        output_tensor[:, slice_offset : slice_offset + slice_size] += outputs
+    else:
+        output_tensor[:, slice_offset : slice_offset + slice_size] = outputs
 
 
 def checkpoint_dtype(model_path: str) -> str:

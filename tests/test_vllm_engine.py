@@ -4,12 +4,18 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from transformers import AutoTokenizer
 from vllm.v1.engine.async_llm import AsyncLLM
 
 from server.errors import InvalidRequestError
 from server.settings import load_settings
-from server.vllm_engine import VllmEngine, checkpoint_dtype, render_chat_template
+from server.vllm_engine import (
+    VllmEngine,
+    checkpoint_dtype,
+    install_cpu_lora_fix,
+    render_chat_template,
+)
 
 STRICT_TEMPLATE = (
     "{% for m in messages %}{% if m['role'] not in ['user', 'assistant'] %}"
@@ -111,3 +117,45 @@ def test_auto_dtype_is_the_checkpoint_dtype(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text('{"dtype": "int4"}')
     assert checkpoint_dtype(str(tmp_path)) == "auto"
     assert checkpoint_dtype("org/hub-model") == "auto"
+
+
+CLOSE = {"rtol": 1e-5, "atol": 1e-5}  # float32 kernels against a float64 reference
+
+
+def _reference(inputs, weights, indices):
+    """Per token: inputs[t] @ weights[indices[t]].T in float64; zero for slot -1."""
+    stacked = weights.squeeze(1).double()
+    rows = [
+        stacked[i] @ x.double() if i >= 0 else torch.zeros(stacked.shape[1], dtype=torch.float64)
+        for x, i in zip(inputs, indices.tolist(), strict=True)
+    ]
+    return torch.stack(rows)
+
+
+def test_cpu_lora_kernels_apply_each_tokens_slot_and_none_for_minus_one() -> None:
+    import vllm.lora.ops.torch_ops.lora_ops as lora_ops
+    from vllm.lora.punica_wrapper import punica_cpu
+
+    install_cpu_lora_fix()
+    assert punica_cpu.bgmv_shrink is lora_ops.bgmv_shrink
+    assert lora_ops.bgmv_shrink.kangaroo_fixed  # type: ignore[attr-defined]
+    gen = torch.Generator().manual_seed(0)
+    slots, tokens, hidden, rank = 3, 7, 16, 4
+    indices = torch.tensor([0, 2, -1, 1, 2, -1, 0])
+    x = torch.randn(tokens, hidden, generator=gen)
+    a = torch.randn(slots, 1, rank, hidden, generator=gen)
+    b = torch.randn(slots, 1, hidden, rank, generator=gen)
+
+    shrunk = torch.zeros(tokens, rank)
+    lora_ops.bgmv_shrink(x, a, shrunk, indices, 0.5)
+    torch.testing.assert_close(shrunk.double(), 0.5 * _reference(x, a, indices), **CLOSE)
+
+    out = torch.ones(tokens, hidden)
+    lora_ops.bgmv_expand(shrunk, b, out, indices, add_inputs=True)
+    torch.testing.assert_close(out.double(), 1 + _reference(shrunk, b, indices), **CLOSE)
+    assert torch.equal(out[indices < 0], torch.ones(2, hidden))  # base tokens untouched
+
+    sliced = torch.zeros(tokens, 2 * hidden)
+    lora_ops.bgmv_expand_slice(shrunk, b, sliced, indices, hidden, hidden, add_inputs=True)
+    torch.testing.assert_close(sliced[:, hidden:].double(), _reference(shrunk, b, indices), **CLOSE)
+    assert not sliced[:, :hidden].any()
