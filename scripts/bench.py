@@ -100,8 +100,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(cmd: list[str], port: int, log: Path, env: dict[str, str]) -> Iterator[str]:
+def running_server(
+    cmd: list[str], port: int, log: Path, env: dict[str, str], api_key: str | None = None
+) -> Iterator[str]:
     """Start a server process, wait until it serves /v1/models, stop it afterwards."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
     with log.open("wb") as out:
         process = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/v1"
@@ -111,7 +114,7 @@ def running_server(cmd: list[str], port: int, log: Path, env: dict[str, str]) ->
             if process.poll() is not None:
                 raise RuntimeError(f"{cmd[2]} exited with {process.returncode}; see {log}")
             with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/models", timeout=5).status_code == 200:
+                if httpx.get(f"{url}/models", timeout=5, headers=headers).status_code == 200:
                     break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{cmd[2]} not ready after 600 s; see {log}")

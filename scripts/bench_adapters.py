@@ -80,9 +80,9 @@ async def push_and_chat(url: str, name: str, folder: Path) -> dict[str, float]:
     ]
     headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
     body = {"model": name, "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 8}
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=60, headers=headers) as client:
         started = time.perf_counter()
-        pushed = await client.post("/adapters", data={"name": name}, files=files, headers=headers)
+        pushed = await client.post("/adapters", data={"name": name}, files=files)
         pushed.raise_for_status()
         stored = time.perf_counter()
         async with client.stream("POST", "/chat/completions", json=body | {"stream": True}) as r:
@@ -104,7 +104,7 @@ async def streams_with_pushes(
             await asyncio.sleep(every_s or 0)
             pushes.append(await push_and_chat(url, f"bench-{time.time_ns()}-{i}", folder))
 
-    async with http_sender(url, MODEL, workload) as send:
+    async with http_sender(url, MODEL, workload, api_key=ADMIN_KEY) as send:
         task = asyncio.create_task(pusher()) if every_s else None
         records, duration = await run_workload(send, workload)
         if task is not None:
@@ -143,7 +143,7 @@ def main() -> None:
             "--admin-key", ADMIN_KEY,
         ]  # fmt: skip
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        with running_server(cmd, port, work / "server.log", env) as url:
+        with running_server(cmd, port, work / "server.log", env, ADMIN_KEY) as url:
             asyncio.run(push_and_chat(url, "warm-up", adapters[-1]))  # first LoRA use warms up
             phases = {
                 "no pushes": asyncio.run(streams_with_pushes(url, workload, [], None))[0],

@@ -175,15 +175,19 @@ async def http_sender(
     model: str,
     workload: Workload,
     count_tokens: tuple[str, TokenCounter] | None = None,
+    api_key: str | None = None,
 ) -> AsyncIterator[Sender]:
     """A sender that streams chat completions from an OpenAI-compatible server.
 
     Output tokens come from the usage chunk; `count_tokens` (name, counter) counts the streamed
-    text for servers that send no usage.
+    text for servers that send no usage. `api_key` is sent as a Bearer token.
     """
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=None, sock_read=600)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=timeout, headers=headers
+    ) as session:
 
         async def send(prompt: str) -> RequestRecord:
             return await _stream_one(session, base_url, model, prompt, workload, count_tokens)

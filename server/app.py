@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
 
+from server.auth import KeyAuth, KeyRing, open_paths
 from server.errors import install_error_handlers
 from server.generation import Engine
 from server.routes import adapters, chat, completions, health, models
@@ -42,12 +43,17 @@ def create_app(
                 await starting
             state.shutdown()
 
-    if settings.adapter_dir is not None and settings.admin_key is None:
+    keys = KeyRing.from_settings(settings)
+    if not keys.enabled:
         logger.warning(
-            "No admin key set: the adapter admin API answers only clients on this machine "
-            "(set KANGAROO_ADMIN_KEY to push adapters from elsewhere)."
+            "No API keys configured: anyone who can reach %s:%d may use the API, and the "
+            "admin API answers only this machine. Set api_keys / admin_key (KANGAROO_API_KEYS, "
+            "KANGAROO_ADMIN_KEY) before listening on a public address.",
+            settings.host,
+            settings.port,
         )
     app = FastAPI(title="Kangaroo", version="0.1.0", lifespan=lifespan)
+    app.add_middleware(KeyAuth, keys=keys, open_paths=open_paths(settings))
     app.state.kangaroo = state
     install_error_handlers(app)
     for module in (chat, completions, models, adapters, health):

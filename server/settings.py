@@ -9,10 +9,15 @@ import argparse
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from server.errors import SettingsError
 
@@ -128,11 +133,35 @@ class Settings(LayeredSettings):
     adapter_max_mib: int = Field(
         1024, ge=1, description="Largest adapter accepted, upload or folder, in MiB."
     )
+
+    # Keys, sent as `Authorization: Bearer KEY`. Once any is set, every route but /health needs one.
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        [], description="Inference keys (comma list in env and flags)."
+    )
+    api_keys_file: Path | None = Field(None, description="File of inference keys, one per line.")
     admin_key: SecretStr | None = Field(
         None,
-        description="Key for the admin API (Authorization: Bearer KEY). Unset: only clients on "
-        "this machine (loopback) may call it.",
+        description="Admin key: the admin API (/v1/adapters) and inference. With no key set at "
+        "all, only clients on this machine (loopback) may call the admin API.",
     )
+    admin_keys_file: Path | None = Field(None, description="File of admin keys, one per line.")
+    open_probes: bool = Field(
+        True, description="/ready answers without a key (/health always does)."
+    )
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("api_keys_file", "admin_keys_file")
+    @classmethod
+    def _keys_file_readable(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_file():
+            raise ValueError("no such file")
+        return path
 
     @field_validator("model")
     @classmethod

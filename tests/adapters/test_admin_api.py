@@ -70,9 +70,9 @@ def upload(client: TestClient, name: str, folder: Path, headers=ADMIN, **extra_f
     return client.post("/v1/adapters", data={"name": name}, files=files, headers=headers)
 
 
-def chat(client: TestClient, model: str):
+def chat(client: TestClient, model: str, headers=ADMIN):
     body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
-    return client.post("/v1/chat/completions", json=body)
+    return client.post("/v1/chat/completions", json=body, headers=headers)
 
 
 def answer(client: TestClient, model: str) -> str:
@@ -109,7 +109,7 @@ def test_push_then_chat_list_version_rollback_delete(client, adapters, fake) -> 
     assert fake.adapters[-1].name == "support-bot@1"  # loaded at push, before any request
     assert fake.removed_adapters == [fake.adapters[0].lora_id]  # the probe's copy is gone
 
-    models = client.get("/v1/models").json()["data"]
+    models = client.get("/v1/models", headers=ADMIN).json()["data"]
     assert [(m["id"], m["parent"], m.get("version")) for m in models] == [
         ("base", None, None),
         ("support-bot", "base", 1),
@@ -120,7 +120,7 @@ def test_push_then_chat_list_version_rollback_delete(client, adapters, fake) -> 
     assert upload(client, "support-bot", adapters[1]).json()["version"] == 2
     assert answer(client, "support-bot").startswith("[support-bot@2]")
     assert answer(client, "support-bot@1").startswith("[support-bot@1]")
-    assert client.get("/v1/models/support-bot@1").json()["version"] == 1
+    assert client.get("/v1/models/support-bot@1", headers=ADMIN).json()["version"] == 1
 
     same = upload(client, "support-bot", adapters[1])  # identical files: no new version
     assert (same.status_code, same.json()["version"], same.json()["new"]) == (200, 2, False)
@@ -136,7 +136,7 @@ def test_push_then_chat_list_version_rollback_delete(client, adapters, fake) -> 
 
     assert client.delete("/v1/adapters/support-bot", headers=ADMIN).json()["versions"] == [2]
     assert_error(chat(client, "support-bot"), 404, "model_not_found", "'support-bot'")
-    assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["base"]
+    assert [m["id"] for m in client.get("/v1/models", headers=ADMIN).json()["data"]] == ["base"]
     assert upload(client, "support-bot", adapters[0]).json()["version"] == 3  # never reused
 
 
@@ -167,10 +167,21 @@ def test_admin_routes_need_the_admin_key(client, adapters) -> None:
     assert chat(client, "x").status_code == 404  # nothing was registered
 
 
+def test_an_inference_key_may_chat_but_not_administer(tiny_base, tmp_path, adapters) -> None:
+    with _app(tiny_base, tmp_path / "root", FakeEngine(), api_keys="user-key") as c:
+        _ready(c)
+        user = {"Authorization": "Bearer user-key"}
+        refused = upload(c, "x", adapters[0], headers=user)
+        assert_error(refused, 403, "permission_denied", "admin key")
+        assert chat(c, "base", headers=user).status_code == 200
+        assert upload(c, "x", adapters[0]).status_code == 201  # the admin key may do both
+
+
 def test_without_an_admin_key_only_this_machine_may_push(tiny_base, tmp_path, adapters) -> None:
     with _app(tiny_base, tmp_path / "root", FakeEngine(), admin_key=None) as remote:
         _ready(remote)  # TestClient's peer is "testclient", not a loopback address
         assert_error(upload(remote, "x", adapters[0], headers={}), 403, "permission_denied", "")
+        assert chat(remote, "base", headers={}).status_code == 200  # no keys: inference is open
 
 
 BAD_UPLOADS = [
@@ -231,7 +242,7 @@ def test_versions_written_by_another_replica_are_served(client, tiny_base, tmp_p
     info = AdapterInfo(4, 8.0, ("q_proj", "v_proj"), 1, None)
     store.commit("other", folder, info, content_hash(folder))
     assert answer(client, "other").startswith("[other@1]")
-    assert "other" in [m["id"] for m in client.get("/v1/models").json()["data"]]
+    assert "other" in [m["id"] for m in client.get("/v1/models", headers=ADMIN).json()["data"]]
 
 
 def test_a_corrupt_version_on_disk_is_skipped_at_start_up(tiny_base, tmp_path, adapters) -> None:

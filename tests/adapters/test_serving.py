@@ -50,7 +50,8 @@ def replicas(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[l
 
 
 def client(server: RunningServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    # With a key configured every route needs one; the admin key is good for inference too.
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0)
 
 
 def push(server: RunningServer, folder: Path, name: str) -> int:
@@ -127,7 +128,7 @@ def test_hot_load_while_16_streams_run_on_the_base(replicas, roo_adapter) -> Non
     a, _ = replicas
 
     async def stream() -> tuple[int, str | None, float]:
-        api = openai.AsyncOpenAI(base_url=f"{a.url}/v1", api_key="unused", max_retries=0)
+        api = openai.AsyncOpenAI(base_url=f"{a.url}/v1", api_key=KEY, max_retries=0)
         chunks = await api.chat.completions.create(
             model="kangaroo-demo",
             messages=[{"role": "user", "content": "Count with me."}],
@@ -158,7 +159,7 @@ def test_hot_load_while_16_streams_run_on_the_base(replicas, roo_adapter) -> Non
 
 def test_delete_lets_requests_in_flight_finish(replicas) -> None:
     a, b = replicas
-    api = openai.OpenAI(base_url=f"{a.url}/v1", api_key="unused", max_retries=0)
+    api = client(a)
     chunks = api.chat.completions.create(
         model="roo-hot",
         messages=[{"role": "user", "content": "Hello!"}],
@@ -238,3 +239,13 @@ def test_paths_outside_the_root_are_refused(replicas, root, roo_adapter, where) 
         f"{replicas[0].url}/v1/adapters", json={"name": "bad", "path": where}, headers=ADMIN
     )
     assert_refused_and_still_serving(replicas[0], response, 400, "adapter root")
+
+
+def test_the_real_server_needs_a_key_once_one_is_configured(replicas) -> None:
+    a, _ = replicas
+    wrong = openai.OpenAI(base_url=f"{a.url}/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        wrong.models.list()
+    assert httpx.get(f"{a.url}/v1/models").status_code == 401
+    assert httpx.get(f"{a.url}/health").status_code == 200
+    assert reply(a, "kangaroo-demo")[1] in ("stop", "length")  # the admin key works for inference
