@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from server.settings import LayeredSettings
+from server.settings import LayeredSettings, split_commas
 
 # The seven linear projections of a Llama block: LoRA on all of them learns fastest per step.
 LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -96,12 +96,7 @@ class TrainSettings(DataSettings):
     )
     progress: bool = Field(True, description="Show a progress bar.")
 
-    @field_validator("target_modules", mode="before")
-    @classmethod
-    def _split_commas(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [name.strip() for name in value.split(",") if name.strip()]
-        return value
+    _split_commas = field_validator("target_modules", mode="before")(split_commas)
 
     @field_validator("eval")
     @classmethod

@@ -29,6 +29,13 @@ def _default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kangaroo"
 
 
+def split_commas(value: object) -> object:
+    """Validator for list settings: "a, b" (a flag or env value) becomes ["a", "b"]."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
 class LayeredSettings(BaseSettings):
     """Settings read from flags, then `<prefix>*` env vars, then a TOML file, then defaults."""
 
@@ -149,12 +156,7 @@ class Settings(LayeredSettings):
         True, description="/ready answers without a key (/health always does)."
     )
 
-    @field_validator("api_keys", mode="before")
-    @classmethod
-    def _split_keys(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [key.strip() for key in value.split(",") if key.strip()]
-        return value
+    _split_keys = field_validator("api_keys", mode="before")(split_commas)
 
     @field_validator("api_keys_file", "admin_keys_file")
     @classmethod
