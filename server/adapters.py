@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from server.adapter_checks import BaseModelInfo, check_adapter, inspect_base
-from server.adapter_store import AdapterStore, VersionRecord, check_name, content_hash
+from server.adapter_store import (
+    NAME_PATTERN,
+    AdapterStore,
+    VersionRecord,
+    check_name,
+    content_hash,
+)
 from server.errors import (
     InvalidAdapterError,
     InvalidRequestError,
@@ -81,7 +87,8 @@ class AdapterRegistry:
         """The version `model` ("name" or "name@N") means now; 404 `model_not_found` if none."""
         name, _, pin = model.partition("@")
         version = int(pin) if pin.isdigit() and not pin.startswith("0") else None
-        if pin and version is None:
+        # The name becomes a path: anything but a valid name ("..", "a/b") never reaches the disk.
+        if not NAME_PATTERN.fullmatch(name) or (pin and version is None):
             raise ModelNotFoundError(model)
         if version is None:
             version = self.store.active_version(name)

@@ -158,6 +158,15 @@ def test_unknown_models_get_openais_404(client) -> None:
         assert_error(chat(client, model), 404, "model_not_found", f"'{model}'", "model")
 
 
+def test_model_names_never_reach_outside_the_root(client, tiny_base, tmp_path) -> None:
+    # A complete registry version beside the root: a model id that walks there must not find it.
+    beside = AdapterStore(tmp_path)
+    folder = random_adapter(tiny_base, beside.new_staging(), seed=5)
+    beside.commit("outside", folder, AdapterInfo(4, 8.0, ("q_proj",), 1, None), "0" * 64)
+    for model in ("../outside", "../outside@1", "x/../../outside", ".staging"):
+        assert_error(chat(client, model), 404, "model_not_found", "does not exist", "model")
+
+
 def test_admin_routes_need_the_admin_key(client, adapters) -> None:
     assert_error(upload(client, "x", adapters[0], headers={}), 401, "invalid_api_key", "Bearer")
     wrong = {"Authorization": "Bearer nope"}
