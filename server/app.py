@@ -6,10 +6,12 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from server.auth import KeyAuth, KeyRing, open_paths
 from server.errors import install_error_handlers
 from server.generation import Engine
+from server.request_id import RequestId
 from server.routes import adapters, chat, completions, health, models
 from server.settings import Settings
 from server.state import EngineFactory, ServerState
@@ -53,7 +55,18 @@ def create_app(
             settings.port,
         )
     app = FastAPI(title="Kangaroo", version="0.1.0", lifespan=lifespan)
+    # The last added runs first: CORS answers browsers' preflights (they carry no key) and
+    # labels 401s too, so a page can read why it was refused.
     app.add_middleware(KeyAuth, keys=keys, open_paths=open_paths(settings))
+    app.add_middleware(RequestId)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["x-request-id"],
+        )
     app.state.kangaroo = state
     install_error_handlers(app)
     for module in (chat, completions, models, adapters, health):

@@ -152,6 +152,10 @@ class Settings(LayeredSettings):
         "all, only clients on this machine (loopback) may call the admin API.",
     )
     admin_keys_file: Path | None = Field(None, description="File of admin keys, one per line.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        [], description="Browser origins allowed to call the API (comma list; '*' = any). Off."
+    )
+    _split_origins = field_validator("cors_origins", mode="before")(split_commas)
     open_probes: bool = Field(
         True, description="/ready answers without a key (/health always does)."
     )

@@ -24,3 +24,19 @@ def test_ready_reports_engine_load(http: httpx.Client) -> None:
         "num_waiting_requests",
         "kv_cache_usage",
     }
+
+
+def test_request_id_comes_back_on_streams_and_errors(http) -> None:
+    body = {
+        "model": "kangaroo-demo",
+        "messages": [{"role": "user", "content": "Hi"}],
+        "stream": True,
+    }
+    with http.stream(
+        "POST", "/v1/chat/completions", json=body, headers={"X-Request-ID": "r-1"}
+    ) as r:
+        assert r.headers["x-request-id"] == "r-1"
+        assert any(line == "data: [DONE]" for line in r.iter_lines())
+    missing = http.post("/v1/chat/completions", json=body | {"model": "nope"})
+    assert missing.status_code == 404
+    assert len(missing.headers["x-request-id"]) == 32
