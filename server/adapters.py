@@ -124,10 +124,10 @@ class AdapterRegistry:
         Returns the version and whether it is new: identical files to the newest version make
         that version active again instead of a copy. The staging folder is consumed either way.
         """
-        check_name(name)
-        if name == self.base_model_id:
-            raise InvalidRequestError(f"'{name}' is the base model's id; pick another.", "name")
         try:
+            check_name(name)
+            if name == self.base_model_id:
+                raise InvalidRequestError(f"'{name}' is the base model's id; pick another.", "name")
             info = await asyncio.to_thread(check_adapter, staged, self._base_info())
             sha256 = await asyncio.to_thread(content_hash, staged)
             async with self._writing:

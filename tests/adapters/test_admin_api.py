@@ -207,9 +207,10 @@ def test_bad_uploads_register_nothing(client, adapters, case, extra, says) -> No
     assert answer(client, "base")  # the server keeps serving
 
 
-def test_bad_names_and_the_base_models_id_are_refused(client, adapters) -> None:
+def test_bad_names_and_the_base_models_id_are_refused(client, adapters, tmp_path) -> None:
     assert_error(upload(client, "Bad Name", adapters[0]), 400, None, "'Bad Name'", "name")
     assert_error(upload(client, "base", adapters[0]), 400, None, "base model's id", "name")
+    assert not list((tmp_path / "root" / ".staging").iterdir())  # the uploads were discarded
 
 
 def test_an_oversized_upload_is_refused_before_it_is_read(tiny_base, tmp_path, adapters) -> None:
