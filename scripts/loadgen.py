@@ -64,6 +64,7 @@ class RequestRecord:
     output_tokens: int = 0
     token_source: str = "usage"  # "usage", or the fallback counter's name
     error: str | None = None
+    error_kind: str | None = None  # what kind of error, for counting: see `http_error_kind`
     last_content_at: float = 0.0
 
     def mark_content(self) -> None:
@@ -94,6 +95,7 @@ class StreamReading:
     usage_tokens: int | None = None
     done: bool = False
     error: str | None = None
+    error_code: str | None = None  # the error event's code (or type)
 
 
 def read_sse_line(line: str, reading: StreamReading) -> bool:
@@ -112,6 +114,7 @@ def read_sse_line(line: str, reading: StreamReading) -> bool:
     chunk = json.loads(data)
     if "error" in chunk:
         reading.error = chunk["error"].get("message", "error")
+        reading.error_code = chunk["error"].get("code") or chunk["error"].get("type")
         return False
     if chunk.get("usage"):
         reading.usage_tokens = chunk["usage"]["completion_tokens"]
@@ -182,55 +185,77 @@ async def http_sender(
     Output tokens come from the usage chunk; `count_tokens` (name, counter) counts the streamed
     text for servers that send no usage. `api_key` is sent as a Bearer token.
     """
-    connector = aiohttp.TCPConnector(limit=0)
-    timeout = aiohttp.ClientTimeout(total=None, sock_read=600)
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
-    async with aiohttp.ClientSession(
-        connector=connector, timeout=timeout, headers=headers
-    ) as session:
+    async with client_session(api_key) as session:
 
         async def send(prompt: str) -> RequestRecord:
-            return await _stream_one(session, base_url, model, prompt, workload, count_tokens)
+            body = {
+                "model": model,
+                "messages": [{"role": "user", "content": prompt}],
+                "max_tokens": workload.output_tokens,
+                "temperature": workload.temperature,
+                "ignore_eos": True,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
+            return await stream_chat(session, base_url, body, count_tokens)
 
         yield send
 
 
-async def _stream_one(
+def client_session(api_key: str | None) -> aiohttp.ClientSession:
+    """An HTTP session for many concurrent long streams, sending `api_key` as a Bearer token."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0),
+        timeout=aiohttp.ClientTimeout(total=None, sock_read=600),
+        headers=headers,
+    )
+
+
+async def stream_chat(
     session: aiohttp.ClientSession,
     base_url: str,
-    model: str,
-    prompt: str,
-    workload: Workload,
-    count_tokens: tuple[str, TokenCounter] | None,
+    body: dict[str, Any],
+    count_tokens: tuple[str, TokenCounter] | None = None,
 ) -> RequestRecord:
-    body = {
-        "model": model,
-        "messages": [{"role": "user", "content": prompt}],
-        "max_tokens": workload.output_tokens,
-        "temperature": workload.temperature,
-        "ignore_eos": True,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
+    """Stream one chat completion (`body` asks for a stream) and time its content chunks."""
     record = RequestRecord(start=time.perf_counter())
     reading = StreamReading()
     try:
         async with session.post(f"{base_url}/chat/completions", json=body) as response:
             if response.status != 200:
-                record.error = f"HTTP {response.status}: {(await response.text())[:200]}"
+                text = await response.text()
+                record.error = f"HTTP {response.status}: {text[:200]}"
+                record.error_kind = http_error_kind(response.status, text)
                 return record
             async for raw in response.content:
                 if read_sse_line(raw.decode(), reading):
                     record.mark_content()
     except (TimeoutError, aiohttp.ClientError) as exc:
         record.error = f"{type(exc).__name__}: {exc}"
+        record.error_kind = type(exc).__name__
         return record
     finally:
         record.end = time.perf_counter()
     record.error = reading.error or (None if reading.done else "stream ended without [DONE]")
+    if reading.error is not None:
+        record.error_kind = f"stream error {reading.error_code}"
+    elif not reading.done:
+        record.error_kind = "stream cut short"
     record.ok = record.error is None
     _count(record, reading, count_tokens)
     return record
+
+
+def http_error_kind(status: int, text: str) -> str:
+    """`status` and the code of OpenAI's error envelope in `text` ("429 rate_limit_exceeded"),
+    or the status alone when the body is not such an envelope."""
+    try:
+        error = json.loads(text)["error"]
+        code = error.get("code") or error.get("type")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        code = None
+    return f"{status} {code}" if code else str(status)
 
 
 def _count(

@@ -1,38 +1,44 @@
 """`python -m server` / `kangaroo-serve`: start the OpenAI-compatible server."""
 
-import logging
 import sys
 
 import uvicorn
 
 from server.app import create_app
+from server.drain import DrainingServer, exit_now
 from server.errors import SettingsError
+from server.logs import configure_logging
 from server.settings import load_settings
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse settings, serve until stopped; the exit code says whether start-up failed."""
+    """Parse settings and serve until stopped.
+
+    Exit codes: 0 after a drain, 1 when the engine failed to start or died (a supervisor
+    should restart the process), 2 for bad settings, 128 + N after a second signal N.
+    """
     try:
         settings = load_settings(sys.argv[1:] if argv is None else argv)
     except SettingsError as exc:
         print(f"kangaroo-serve: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    failed = []
-
-    def stop_after_failure() -> None:
-        failed.append(True)
-        server.should_exit = True
-
-    app = create_app(settings, on_start_failure=stop_after_failure)
+    configure_logging(settings)
+    app = create_app(settings, on_fatal_error=lambda: server.fail())
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        log_config=None,  # uvicorn's records go through our handler (JSON or text)
+        access_log=False,  # the request log is ours
+        timeout_graceful_shutdown=5,  # after our own drain, only idle connections are left
     )
-    server = uvicorn.Server(config)
+    state = app.state.kangaroo
+    server = DrainingServer(config, state)
     server.run()
-    return 1 if failed else 0
+    if state.engine_starting:  # stopped before the model had loaded
+        exit_now(state, server.exit_code)
+    return server.exit_code
 
 
 # vLLM starts worker processes that re-import the main module: the guard keeps them from

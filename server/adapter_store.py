@@ -14,6 +14,7 @@ get different numbers. Version numbers are never reused, also after deleting a w
 under that number. Nothing here knows the engine: `server.adapters` builds on it.
 """
 
+import errno
 import hashlib
 import json
 import os
@@ -124,7 +125,13 @@ class AdapterStore:
     def is_live(self, name: str, version: int) -> bool:
         """Whether `name` version `version` exists and is not deleted (two stat calls)."""
         folder = self.root / name
-        return (folder / f"v{version}").is_dir() and not (folder / f"v{version}.deleted").exists()
+        live, tombstone = folder / f"v{version}", folder / f"v{version}.deleted"
+        try:
+            return live.is_dir() and not tombstone.exists()
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:  # a number too long for a file name: no version
+                return False
+            raise
 
     def path(self, name: str, version: int) -> Path:
         """The folder of one version."""

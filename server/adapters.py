@@ -10,6 +10,7 @@ time is checked and registered then (lazy resolution); the engine loads it on fi
 import asyncio
 import itertools
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from server.errors import (
     ModelNotFoundError,
 )
 from server.generation import AdapterRef, ChoiceDelta, Engine, SamplingOptions
+from server.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +41,9 @@ logger = logging.getLogger(__name__)
 PROBE_MESSAGES = [{"role": "user", "content": "Hello! Who are you?"}]
 PROBE_TOKENS = 2
 PROBE_TOLERANCE = 1e-4
+# A pinned version ("name@N"): ASCII digits without a leading zero. Not str.isdigit(), which
+# takes "²" (int() refuses it); 18 digits at most, far past any version (and below int()'s limit).
+_PIN = re.compile(r"[1-9][0-9]{0,17}")
 
 
 @dataclass
@@ -54,8 +59,16 @@ class Served:
 class AdapterRegistry:
     """The adapters of one server process, over a shared `AdapterStore`."""
 
-    def __init__(self, root: Path, base_model_id: str, max_lora_rank: int, max_bytes: int):
+    def __init__(
+        self,
+        root: Path,
+        base_model_id: str,
+        max_lora_rank: int,
+        max_bytes: int,
+        metrics: Metrics,
+    ):
         self.store = AdapterStore(root)
+        self._metrics = metrics
         self.base_model_id = base_model_id
         self._limits = (max_lora_rank, max_bytes)
         self._base: BaseModelInfo | None = None
@@ -86,7 +99,7 @@ class AdapterRegistry:
     async def resolve(self, model: str) -> Served:
         """The version `model` ("name" or "name@N") means now; 404 `model_not_found` if none."""
         name, _, pin = model.partition("@")
-        version = int(pin) if pin.isdigit() and not pin.startswith("0") else None
+        version = int(pin) if _PIN.fullmatch(pin) else None
         # The name becomes a path: anything but a valid name ("..", "a/b") never reaches the disk.
         if not NAME_PATTERN.fullmatch(name) or (pin and version is None):
             raise ModelNotFoundError(model)
@@ -140,8 +153,7 @@ class AdapterRegistry:
         finally:
             self.store.discard(staged)  # gone after a commit (renamed); removed otherwise
         served = await self._register(name, record.version)
-        # Load now, so the first request does not wait for it.
-        await self._engine_ready().load_adapter(served.ref)
+        await self._load(served.ref)  # now, so the first request does not wait for it
         return record, True
 
     def set_active(self, name: str, version: int) -> None:
@@ -224,6 +236,14 @@ class AdapterRegistry:
         self._served[(name, version)] = served
         return served
 
+    async def _load(self, ref: AdapterRef) -> None:
+        try:
+            await self._engine_ready().load_adapter(ref)
+        except InvalidAdapterError:
+            self._metrics.adapter_loads.labels("refused").inc()
+            raise
+        self._metrics.adapter_loads.labels("loaded").inc()
+
     async def _drop(self, served: Served) -> None:
         name, version = served.record.name, served.record.version
         await self._engine_ready().remove_adapter(served.ref.lora_id)
@@ -234,7 +254,7 @@ class AdapterRegistry:
         """Refuse an adapter that leaves the model's output as it is (vllm#55193)."""
         engine = self._engine_ready()
         probe = AdapterRef(f"{name}@probe", next(self._lora_ids), str(staged))
-        await engine.load_adapter(probe)  # InvalidAdapterError when vLLM refuses it
+        await self._load(probe)  # InvalidAdapterError when vLLM refuses it
         try:
             base, adapted = await asyncio.gather(self._probe(None), self._probe(probe))
         finally:

@@ -8,11 +8,23 @@ from collections.abc import AsyncIterator, Callable
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from server.auth import KeyAuth, KeyRing, open_paths
+from server.auth import KeyAuth, KeyRing, admin_paths, open_paths
+from server.body_limit import BodyLimit
 from server.errors import install_error_handlers
 from server.generation import Engine
+from server.openapi import install_openapi
 from server.request_id import RequestId
-from server.routes import adapters, chat, completions, health, models
+from server.request_log import RequestLog
+from server.routes import (
+    adapters,
+    chat,
+    completions,
+    health,
+    metrics,
+    models,
+    playground,
+    usage,
+)
 from server.settings import Settings
 from server.state import EngineFactory, ServerState
 
@@ -22,27 +34,27 @@ logger = logging.getLogger(__name__)
 def create_app(
     settings: Settings,
     engine_factory: EngineFactory | None = None,
-    on_start_failure: Callable[[], None] = lambda: None,
+    on_fatal_error: Callable[[], None] = lambda: None,
 ) -> FastAPI:
     """Build the app; the engine starts in the background once the server is up.
 
-    `on_start_failure` runs when the engine cannot start (the CLI stops the process).
+    `on_fatal_error` runs when the engine cannot start or dies (the CLI stops the process).
     """
     state = ServerState(
         settings=settings,
         engine_factory=engine_factory or _start_vllm,
-        on_start_failure=on_start_failure,
+        on_fatal_error=on_fatal_error,
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        starting = asyncio.create_task(state.start_engine())
+        engine_life = asyncio.create_task(state.run())
         try:
             yield
         finally:
-            starting.cancel()
+            engine_life.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await starting
+                await engine_life
             state.shutdown()
 
     keys = KeyRing.from_settings(settings)
@@ -55,9 +67,16 @@ def create_app(
             settings.port,
         )
     app = FastAPI(title="Kangaroo", version="0.1.0", lifespan=lifespan)
-    # The last added runs first: CORS answers browsers' preflights (they carry no key) and
-    # labels 401s too, so a page can read why it was refused.
-    app.add_middleware(KeyAuth, keys=keys, open_paths=open_paths(settings))
+    # The last added runs first. CORS answers browsers' preflights (they carry no key) and
+    # labels 401s too, so a page can read why it was refused; the request log sees every
+    # request, refused or not; the body limit applies only to callers with a valid key.
+    app.add_middleware(
+        BodyLimit, max_bytes=int(settings.max_body_mib * 2**20), exempt=(adapters.router.prefix,)
+    )
+    app.add_middleware(
+        KeyAuth, keys=keys, open_paths=open_paths(settings), admin_paths=admin_paths(settings)
+    )
+    app.add_middleware(RequestLog, metrics=state.metrics, limiter=state.traffic.limiter)
     app.add_middleware(RequestId)
     if settings.cors_origins:
         app.add_middleware(
@@ -69,8 +88,9 @@ def create_app(
         )
     app.state.kangaroo = state
     install_error_handlers(app)
-    for module in (chat, completions, models, adapters, health):
+    for module in (chat, completions, models, adapters, usage, metrics, health, playground):
         app.include_router(module.router)
+    install_openapi(app, keys.enabled, open_paths(settings), admin_paths(settings))
     return app
 
 

@@ -8,10 +8,16 @@
           ├── AuthenticationError   401 a key is needed and missing or wrong
           ├── PermissionDeniedError 403 the caller may not use this route
           ├── ModelNotFoundError    404 `model` is not served here (also adapters, versions)
+          ├── RequestTimeoutError   408 a deadline passed (in the queue, or generating)
           ├── AdapterConflictError  409 an adapter was trained on another base model
           ├── RequestTooLargeError  413 the body (e.g. an adapter upload) is over its limit
+          ├── RetryableError        carries Retry-After / retry-after-ms headers
+          │    ├── RateLimitError   429 the key is over its requests or tokens per minute
+          │    └── OverloadedError  429 the queue of waiting requests is full
+          ├── EngineFailedError     500 the engine failed; a bug of ours or of the engine
           ├── EngineNotReadyError   503 the engine is still starting
-          └── EngineFailedError     500 the engine failed; a bug of ours or of the engine
+          ├── ShuttingDownError     503 the server is draining before it exits
+          └── EngineDeadError       503 the engine process died; the server is exiting
 
 Anything else that escapes a handler is a bug: it becomes a 500 with a generic message and a log
 entry. A `ValueError` is never taken to mean "the client's fault".
@@ -19,6 +25,7 @@ entry. A `ValueError` is never taken to mean "the client's fault".
 
 import json
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -48,6 +55,25 @@ class APIError(KangarooError):
         super().__init__(message)
         self.message = message
         self.param = param
+
+    def headers(self) -> dict[str, str]:
+        """Extra response headers (e.g. when to retry)."""
+        return {}
+
+
+class RetryableError(APIError):
+    """An error the client may retry after `retry_after_s` seconds."""
+
+    def __init__(self, message: str, retry_after_s: float, param: str | None = None):
+        super().__init__(message, param)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        """`Retry-After` in whole seconds (HTTP) and `retry-after-ms` (read by OpenAI clients)."""
+        return {
+            "retry-after": str(max(1, math.ceil(self.retry_after_s))),
+            "retry-after-ms": str(max(1, math.ceil(self.retry_after_s * 1000))),
+        }
 
 
 class InvalidRequestError(APIError):
@@ -100,12 +126,42 @@ class AdapterConflictError(APIError):
     code = "base_model_mismatch"
 
 
+class RequestTimeoutError(APIError):
+    """A deadline passed: the request waited too long for a slot, or generated too long."""
+
+    status_code = 408
+    error_type = "timeout_error"
+
+    def __init__(self, message: str, code: str):
+        super().__init__(message)
+        self.code = code
+
+
 class RequestTooLargeError(APIError):
     """The request body is over a configured limit."""
 
     status_code = 413
     error_type = "invalid_request_error"
     code = "request_too_large"
+
+
+class RateLimitError(RetryableError):
+    """The caller's key is over its requests or tokens per minute."""
+
+    status_code = 429
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, retry_after_s: float, limit: str):
+        super().__init__(message, retry_after_s)
+        self.error_type = limit  # OpenAI's type names the limit: "requests" or "tokens"
+
+
+class OverloadedError(RetryableError):
+    """Too many requests are already waiting for the engine."""
+
+    status_code = 429
+    error_type = "server_error"
+    code = "server_overloaded"
 
 
 class EngineNotReadyError(APIError):
@@ -127,6 +183,25 @@ class EngineFailedError(APIError):
     code = "engine_error"
 
 
+class ShuttingDownError(APIError):
+    """The server is draining: it finishes what it has and takes nothing new."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "server_shutting_down"
+
+
+class EngineDeadError(APIError):
+    """The engine's process died; this server process exits so that a supervisor restarts it."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "engine_dead"
+
+    def __init__(self) -> None:
+        super().__init__("The engine has stopped; this server is restarting. Retry shortly.")
+
+
 def error_body(
     message: str, error_type: str, param: str | None = None, code: str | None = None
 ) -> dict[str, Any]:
@@ -139,27 +214,39 @@ def api_error_body(exc: APIError) -> dict[str, Any]:
     return error_body(exc.message, exc.error_type, exc.param, exc.code)
 
 
+def api_error_response(exc: APIError, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The HTTP response of an `APIError`: its status, body and headers."""
+    return JSONResponse(
+        api_error_body(exc), status_code=exc.status_code, headers=exc.headers() | (headers or {})
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map every exception to its HTTP status and OpenAI error body. The only such mapping."""
 
+    # Each handler leaves the error's code in the request state for the request log.
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
-        return JSONResponse(api_error_body(exc), status_code=exc.status_code)
+        request.state.error = exc.code or exc.error_type
+        return api_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         err = validation_error(exc.errors())
+        request.state.error = err.error_type
         return JSONResponse(api_error_body(err), status_code=err.status_code)
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
         error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
-        body = error_body(str(exc.detail), error_type, code=_http_code(exc.status_code))
+        request.state.error = code = _http_code(exc.status_code)
+        body = error_body(str(exc.detail), error_type, code=code)
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("Unhandled error on %s %s", request.method, request.url.path)
+        request.state.error = "internal_error"
         body = error_body("Internal server error.", "server_error", code="internal_error")
         return JSONResponse(body, status_code=500)
 
@@ -199,4 +286,5 @@ def _short(value: Any, limit: int = 200) -> str:
 
 
 def _http_code(status: int) -> str:
-    return {404: "not_found", 405: "method_not_allowed"}.get(status, f"http_{status}")
+    codes = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+    return codes.get(status, f"http_{status}")

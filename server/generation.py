@@ -74,6 +74,8 @@ class EngineStats:
     num_running_requests: int  # as of the scheduler's last step
     num_waiting_requests: int
     kv_cache_usage: float  # fraction of KV blocks in use, 0..1
+    prefix_cache_queries: int = 0  # prompt tokens looked up in the prefix cache, since start
+    prefix_cache_hits: int = 0  # of those, tokens found
 
 
 class Engine(Protocol):
@@ -104,6 +106,10 @@ class Engine(Protocol):
         """
         ...
 
+    async def abort(self, request_ids: list[str]) -> None:
+        """Stop these requests now; each one's stream ends with finish_reason "abort"."""
+        ...
+
     async def load_adapter(self, adapter: AdapterRef) -> None:
         """Load `adapter` into the engine now; `InvalidAdapterError` when the engine refuses it."""
         ...
@@ -114,6 +120,10 @@ class Engine(Protocol):
 
     def stats(self) -> EngineStats:
         """Current load of the engine."""
+        ...
+
+    def is_alive(self) -> bool:
+        """False once the engine has died (its process was killed or crashed)."""
         ...
 
     def shutdown(self) -> None:

@@ -66,6 +66,8 @@ class ResponseFormat(_Strict):
 
 
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
+# OpenAI's seed is an int64; the engine cannot even receive a larger number.
+INT64 = 2**63
 
 
 class SamplingFields(_Strict):
@@ -79,7 +81,7 @@ class SamplingFields(_Strict):
     min_p: float | None = Field(None, ge=0.0, le=1.0)
     n: int = Field(1, ge=1, le=16)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-INT64, lt=INT64)
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
     repetition_penalty: float | None = Field(None, gt=0.0, le=2.0)

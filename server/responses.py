@@ -4,7 +4,6 @@ import json
 import time
 from typing import Any
 
-from server.errors import EngineFailedError
 from server.generation import ChoiceDelta, TokenLogprob
 
 # Status for a request whose client left before the reply was ready (nginx's convention).
@@ -54,15 +53,6 @@ class Reply:
         }
 
 
-def check_not_aborted(delta: ChoiceDelta) -> None:
-    """Raise if the engine aborted a choice on its own.
-
-    We abort only requests whose client has left, so an abort we see here was not ours.
-    """
-    if delta.finish_reason == "abort":
-        raise EngineFailedError("The engine aborted the request.")
-
-
 class ChoiceTotals:
     """Accumulates the deltas of every choice for a reply returned whole."""
 
@@ -75,7 +65,6 @@ class ChoiceTotals:
 
     def add(self, index: int, delta: ChoiceDelta) -> None:
         """Add the delta of choice `index`."""
-        check_not_aborted(delta)
         self.texts[index].append(delta.text)
         self.token_ids[index].extend(delta.token_ids)
         if delta.logprobs is not None:

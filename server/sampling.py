@@ -31,7 +31,7 @@ def sampling_options(
         n=request.n,
         temperature=_or(request.temperature, 1.0),
         top_p=_or(request.top_p, 1.0),
-        top_k=_or(request.top_k, 0),
+        top_k=_top_k(request.top_k, vocab_size),
         min_p=_or(request.min_p, 0.0),
         seed=request.seed,
         stop=_stop_strings(request.stop),
@@ -46,6 +46,12 @@ def sampling_options(
 
 def _or(value: T | None, default: T) -> T:
     return default if value is None else value
+
+
+def _top_k(top_k: int | None, vocab_size: int) -> int:
+    # A top_k of the whole vocabulary or more keeps every token, as none (0) does; past 64 bits
+    # the engine could not even receive it.
+    return 0 if top_k is None or top_k >= vocab_size else top_k
 
 
 def _output_budget(

@@ -11,7 +11,15 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -27,6 +35,33 @@ LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 def _default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kangaroo"
+
+
+def _default_usage_db() -> Path:
+    state_home = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
+    return state_home / "kangaroo" / "usage.sqlite3"
+
+
+class KeySpec(BaseModel):
+    """One API key with its own id (in logs, metrics and usage) and, optionally, its own limits.
+
+    Give the key itself (`key`) or, better, only its SHA-256 hex digest (`sha256`).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$", description="Name shown for this key.")
+    key: SecretStr | None = None
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    role: Literal["inference", "admin"] = "inference"
+    requests_per_minute: int | None = Field(None, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> "KeySpec":
+        if (self.key is None) == (self.sha256 is None):
+            raise ValueError(f"key '{self.id}' needs exactly one of 'key' and 'sha256'")
+        return self
 
 
 def split_commas(value: object) -> object:
@@ -92,6 +127,12 @@ class Settings(LayeredSettings):
         "Keeps proxies from cutting a stream that waits in the queue.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = Field(
+        "json", description="Log lines as JSON objects (one per request, among others) or text."
+    )
+    max_body_mib: float = Field(
+        8, gt=0, description="Largest request body in MiB (adapter uploads: adapter_max_mib)."
+    )
 
     # Engine
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
@@ -156,8 +197,54 @@ class Settings(LayeredSettings):
         [], description="Browser origins allowed to call the API (comma list; '*' = any). Off."
     )
     _split_origins = field_validator("cors_origins", mode="before")(split_commas)
+    keys: list[KeySpec] = Field(
+        [],
+        description="Keys with an id and their own limits: TOML [[keys]] tables (id, key or "
+        "sha256, role, requests_per_minute, tokens_per_minute), JSON in env and flags.",
+    )
     open_probes: bool = Field(
         True, description="/ready answers without a key (/health always does)."
+    )
+    open_metrics: bool = Field(
+        False, description="/metrics answers without a key (else it needs an admin key)."
+    )
+
+    # Rate limits, per key (all callers share one budget when no key is configured)
+    requests_per_minute: int | None = Field(
+        None, ge=1, description="Requests per minute per key, unless the key sets its own."
+    )
+    tokens_per_minute: int | None = Field(
+        None,
+        ge=1,
+        description="Prompt + completion tokens per minute per key, unless the key sets its "
+        "own. A request reserves its prompt and max_tokens, and gets back what it did not use.",
+    )
+    usage_db: Path = Field(
+        default_factory=_default_usage_db,
+        description="SQLite file of usage per key, model and day (kept across restarts).",
+    )
+
+    # Admission and deadlines
+    max_waiting_requests: int = Field(
+        256,
+        ge=0,
+        description="Requests that may wait for a place in the engine (max_num_seqs sequences "
+        "run at once); beyond that, 429 server_overloaded at once.",
+    )
+    max_queue_wait_s: float = Field(
+        30, gt=0, description="Longest wait for a place in the engine before 408 queue_timeout."
+    )
+    request_timeout_s: float = Field(
+        600,
+        gt=0,
+        description="Longest time a request may take, queue included, before it is aborted "
+        "(408 request_timeout). Requests may ask for less: X-Request-Timeout (seconds).",
+    )
+    drain_timeout_s: float = Field(
+        30,
+        ge=0,
+        description="On SIGTERM/SIGINT, how long running requests may take to finish before "
+        "they are aborted and the server exits.",
     )
 
     _split_keys = field_validator("api_keys", mode="before")(split_commas)
@@ -189,6 +276,13 @@ class Settings(LayeredSettings):
         if rank not in LORA_RANKS:
             raise ValueError(f"must be one of {', '.join(map(str, LORA_RANKS))}")
         return rank
+
+    @model_validator(mode="after")
+    def _unique_key_ids(self) -> "Settings":
+        ids = [spec.id for spec in self.keys]
+        if duplicates := sorted({i for i in ids if ids.count(i) > 1}):
+            raise ValueError(f"keys: the id '{duplicates[0]}' is given to more than one key")
+        return self
 
     @model_validator(mode="after")
     def _adapters_need_lora(self) -> "Settings":

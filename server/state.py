@@ -1,4 +1,5 @@
-"""What the routes share: settings, the served model's id and the engine once it has started."""
+"""What the routes share: settings, the served model's id, the engine once it has started, and
+the traffic (limits, queue, usage) in front of it; the engine's start and its end."""
 
 import asyncio
 import logging
@@ -12,13 +13,27 @@ from fastapi import Depends, Request
 
 from server.adapters import AdapterRegistry, Served
 from server.demo_model import DEMO_MODEL_NAME, ensure_demo_model
-from server.errors import EngineNotReadyError, ModelNotFoundError
+from server.errors import (
+    EngineDeadError,
+    EngineNotReadyError,
+    ModelNotFoundError,
+    ShuttingDownError,
+)
 from server.generation import ChoiceDelta, Engine, SamplingOptions
+from server.metrics import Load, Metrics
 from server.settings import Settings
+from server.traffic import Ticket, Traffic
+from server.usage import UsageStore
 
 logger = logging.getLogger(__name__)
 
 EngineFactory = Callable[[Settings, str], Engine]
+
+# How often the engine's liveness is checked, and how long the server answers 503 after the
+# engine died before it exits: requests in flight get their error, and a load balancer
+# polling /ready sees 503 rather than a refused connection.
+ENGINE_CHECK_INTERVAL_S = 0.5
+ENGINE_DEATH_GRACE_S = 1.0
 
 
 @dataclass
@@ -29,25 +44,48 @@ class ServerState:
     engine_factory: EngineFactory
     model_id: str = field(init=False)
     created: int = field(default_factory=lambda: int(time.time()))
-    on_start_failure: Callable[[], None] = lambda: None
+    on_fatal_error: Callable[[], None] = lambda: None
     engine: Engine | None = None
     adapters: AdapterRegistry | None = field(init=False, default=None)
+    metrics: Metrics = field(init=False, default_factory=Metrics)
+    traffic: Traffic = field(init=False)
+    draining: bool = False
+    engine_dead: bool = False
+    engine_starting: bool = False  # the model is loading in a worker thread
 
     def __post_init__(self) -> None:
         self.model_id = served_model_id(self.settings)
+        self.traffic = Traffic(self.settings, self.metrics, UsageStore(self.settings.usage_db))
+        self.metrics.watch(self.load)
         if self.settings.adapter_dir is not None:
             self.adapters = AdapterRegistry(
                 self.settings.adapter_dir,
                 self.model_id,
                 self.settings.max_lora_rank,
                 self.settings.adapter_max_mib * 2**20,
+                self.metrics,
             )
 
     def ready_engine(self) -> Engine:
-        """The engine, or 503 while it is still starting."""
+        """The engine; 503 while it is starting, once the server drains, or if it died."""
+        if self.engine_dead:
+            raise EngineDeadError()
+        if self.draining:
+            raise ShuttingDownError("The server is shutting down; send the request elsewhere.")
         if self.engine is None:
             raise EngineNotReadyError()
         return self.engine
+
+    def model_label(self, adapter: Served | None) -> str:
+        """How metrics, usage and logs name the model: the base model's id or the adapter name."""
+        return self.model_id if adapter is None else adapter.record.name
+
+    def load(self) -> Load:
+        """The figures behind the metrics' gauges."""
+        admission = self.traffic.admission
+        engine = self.engine if self.engine is not None and not self.engine_dead else None
+        stats = engine.stats() if engine is not None else None
+        return Load(admission.running, admission.waiting, self.draining, stats)
 
     async def resolve_model(self, model: str) -> Served | None:
         """None for the base model, the adapter version for an adapter; else 404."""
@@ -59,6 +97,7 @@ class ServerState:
 
     def generate(
         self,
+        ticket: Ticket,
         request_id: str,
         prompt_ids: list[int],
         options: SamplingOptions,
@@ -66,38 +105,83 @@ class ServerState:
     ) -> AsyncIterator[list[ChoiceDelta]]:
         """Start generating with the base model or an adapter (held until the stream ends)."""
         engine = self.ready_engine()
+        ticket.generating(request_id, engine.abort)
         if adapter is None:
             return engine.generate(request_id, prompt_ids, options)
         assert self.adapters is not None  # an adapter was resolved by the registry
         deltas = engine.generate(request_id, prompt_ids, options, adapter.ref)
         return self.adapters.hold(adapter, deltas)
 
-    async def start_engine(self) -> None:
-        """Load the model in a worker thread, so /health and /ready answer meanwhile.
+    async def run(self) -> None:
+        """The engine's life: start it, then watch it until it dies or the app stops.
 
-        A failure is fatal: it is logged and `on_start_failure` asks the HTTP server to stop, so
-        a supervisor sees the process exit instead of a server that stays unready forever.
+        Start-up runs in worker threads, so /health and /ready answer meanwhile. A failed start
+        or a dead engine is fatal: it is logged and `on_fatal_error` asks the HTTP server to
+        stop with a failure code, so a supervisor restarts the process instead of leaving a
+        server that can never generate.
         """
         try:
-            model_path = await asyncio.to_thread(resolve_model_path, self.settings)
-            engine = await asyncio.to_thread(self.engine_factory, self.settings, model_path)
-            if self.adapters is not None:
-                try:
-                    await self.adapters.start(engine, model_folder(engine.model_path))
-                except BaseException:
-                    engine.shutdown()
-                    raise
-            self.engine = engine
-            logger.info("Engine ready: serving %s as '%s'", model_path, self.model_id)
+            await asyncio.to_thread(self.traffic.usage.start)
+            await self._start_engine()
         except Exception:
             logger.exception("The engine failed to start")
-            self.on_start_failure()
+            self.on_fatal_error()
+            return
+        # vLLM offers no event for its engine's death, only a flag: poll it.
+        while self.engine is not None and self.engine.is_alive():  # noqa: ASYNC110
+            await asyncio.sleep(ENGINE_CHECK_INTERVAL_S)
+        if self.engine is not None:
+            logger.error("The engine died; failing requests and exiting so a supervisor restarts")
+            self.engine_dead = True
+            self.traffic.stop_all(EngineDeadError())
+            await asyncio.sleep(ENGINE_DEATH_GRACE_S)
+            self.on_fatal_error()
+
+    async def drain(self, timeout_s: float) -> None:
+        """Take no new requests; let those running finish for up to `timeout_s`, then stop them."""
+        self.draining = True
+        logger.info("Draining: %d request(s) in flight", len(self.traffic.tickets))
+        if not await self._settled(timeout_s):
+            logger.warning("Drain timeout: stopping %d request(s)", len(self.traffic.tickets))
+            self.traffic.stop_all(
+                ShuttingDownError("The server shut down before the request could finish.")
+            )
+            await self._settled(timeout_s=5.0)
 
     def shutdown(self) -> None:
-        """Stop the engine if it started."""
+        """Stop the engine if it started, and write the usage counted so far."""
         if self.engine is not None:
             self.engine.shutdown()
             self.engine = None
+        self.traffic.usage.close()
+
+    async def _start_engine(self) -> None:
+        self.engine_starting = True
+        engine = await asyncio.to_thread(self._load_engine)
+        if self.adapters is not None:
+            try:
+                await self.adapters.start(engine, model_folder(engine.model_path))
+            except BaseException:
+                engine.shutdown()
+                raise
+        self.engine = engine
+        logger.info("Engine ready: serving %s as '%s'", engine.model_path, self.model_id)
+
+    def _load_engine(self) -> Engine:
+        # In a worker thread, which runs to its end even if the app stops meanwhile: the flag
+        # tells the process it would have to wait for it.
+        try:
+            return self.engine_factory(self.settings, resolve_model_path(self.settings))
+        finally:
+            self.engine_starting = False
+
+    async def _settled(self, timeout_s: float) -> bool:
+        """Wait until no request is in flight; False if some still are after `timeout_s`."""
+        try:
+            await asyncio.wait_for(self.traffic.idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
 
 
 def resolve_model_path(settings: Settings) -> str:

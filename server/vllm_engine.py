@@ -15,10 +15,11 @@ from vllm.lora.request import LoRARequest
 from vllm.platforms import current_platform
 from vllm.sampling_params import RequestOutputKind
 from vllm.v1.engine.async_llm import AsyncLLM
+from vllm.v1.engine.exceptions import EngineDeadError as VllmEngineDeadError
 from vllm.v1.metrics.loggers import StatLoggerBase
 from vllm.v1.metrics.stats import SchedulerStats
 
-from server.errors import InvalidAdapterError, InvalidRequestError
+from server.errors import EngineDeadError, InvalidAdapterError, InvalidRequestError
 from server.generation import AdapterRef, ChoiceDelta, EngineStats, SamplingOptions, TokenLogprob
 from server.settings import Settings
 
@@ -99,9 +100,20 @@ class VllmEngine:
                     for out in output.outputs
                     for delta in _choice_deltas(out, copies, options.logprobs)
                 ]
+        except VllmEngineDeadError:
+            raise EngineDeadError() from None
+        except Exception:
+            # vLLM keeps a request it failed to hand to its engine core in its books (counted
+            # as unfinished for good) unless it is aborted.
+            await self._llm.abort(request_id)
+            raise
         finally:
             # AsyncLLM.generate aborts the request in the engine when it is closed unfinished.
             await stream.aclose()
+
+    async def abort(self, request_ids: list[str]) -> None:
+        """Stop these requests now; each one's stream ends with finish_reason "abort"."""
+        await self._llm.abort(request_ids)
 
     async def load_adapter(self, adapter: AdapterRef) -> None:
         """Load `adapter` into the engine now; `InvalidAdapterError` when vLLM refuses it."""
@@ -126,7 +138,13 @@ class VllmEngine:
             num_running_requests=last.num_running_reqs,
             num_waiting_requests=last.num_waiting_reqs,
             kv_cache_usage=last.kv_cache_usage,
+            prefix_cache_queries=self._scheduler_stats.prefix_cache_queries,
+            prefix_cache_hits=self._scheduler_stats.prefix_cache_hits,
         )
+
+    def is_alive(self) -> bool:
+        """False once the engine core has died; vLLM's monitor thread notices at once."""
+        return not self._llm.errored
 
     def shutdown(self) -> None:
         """Stop the engine core and its worker processes."""
@@ -303,10 +321,18 @@ def _with_sampled_ids(positions: Any) -> list[tuple[dict[int, Any], int]]:
 
 
 class _LatestSchedulerStats:
-    """Keeps the scheduler stats of the engine's most recent step."""
+    """Keeps the scheduler stats of the engine's most recent step, and prefix-cache totals."""
 
     def __init__(self) -> None:
         self.latest = SchedulerStats()
+        self.prefix_cache_queries = 0
+        self.prefix_cache_hits = 0
+
+    def record(self, stats: SchedulerStats) -> None:
+        """Take one step's stats."""
+        self.latest = stats
+        self.prefix_cache_queries += stats.prefix_cache_stats.queries
+        self.prefix_cache_hits += stats.prefix_cache_stats.hits
 
     def logger_factory(self, vllm_config: Any, engine_index: int = 0) -> StatLoggerBase:
         holder = self
@@ -317,7 +343,7 @@ class _LatestSchedulerStats:
 
             def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx=0):  # type: ignore[no-untyped-def]
                 if scheduler_stats is not None:
-                    holder.latest = scheduler_stats
+                    holder.record(scheduler_stats)
 
             def log_engine_initialized(self) -> None:
                 pass

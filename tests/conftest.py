@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,6 +20,14 @@ from server.demo_model import ModelShape, build_base_model, demo_model_dir
 from server.settings import load_settings
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep the usage store of every server the tests start (in-process or not) out of the
+    user's own state folder; servers started as subprocesses inherit the variable."""
+    os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="kangaroo-test-state-")
+
+
 TINY = ModelShape(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2)
 MODEL = "kangaroo-demo"
 HEARTBEAT_S = 0.5  # short, so that a test can see heartbeats on a stream of a few seconds

@@ -33,6 +33,9 @@ class FakeEngine:
         self.is_shut_down = False
         self.adapters: list[AdapterRef] = []
         self.removed_adapters: list[int] = []
+        self.aborted: set[str] = set()
+        self.alive = True
+        self.delay_s = 0.0  # between words, to let a test act mid-generation
 
     def render_chat(self, messages: Sequence[dict[str, Any]]) -> str:
         return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
@@ -51,7 +54,10 @@ class FakeEngine:
         for i, word in enumerate(words):
             if self.fail_after is not None and i == self.fail_after:
                 raise self.crash
-            await asyncio.sleep(0)
+            await asyncio.sleep(self.delay_s)
+            if request_id in self.aborted:
+                yield [ChoiceDelta(c, "", (), None, "abort") for c in range(options.n)]
+                return
             text = word if i == 0 else " " + word
             if adapter is not None and i == 0:
                 text = f"[{adapter.name}] {text}"  # an adapter visibly changes the output
@@ -64,6 +70,9 @@ class FakeEngine:
                 ChoiceDelta(c, text, (i,), logprobs, finish_reason=finish) for c in range(options.n)
             ]
 
+    async def abort(self, request_ids: list[str]) -> None:
+        self.aborted.update(request_ids)
+
     async def load_adapter(self, adapter: AdapterRef) -> None:
         self.adapters.append(adapter)
 
@@ -72,6 +81,9 @@ class FakeEngine:
 
     def stats(self) -> EngineStats:
         return EngineStats(0, 0, 0, 0.0)
+
+    def is_alive(self) -> bool:
+        return self.alive
 
     def shutdown(self) -> None:
         self.is_shut_down = True

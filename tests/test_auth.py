@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from server import auth
 from server.app import create_app
 from server.errors import SettingsError
+from server.routes.playground import PAGE_PATHS
 from server.settings import load_settings
 from tests.fakes import FakeEngine
 
@@ -48,12 +49,12 @@ def _routes(client: TestClient) -> list[tuple[str, str]]:
     return found
 
 
-def test_every_route_but_the_probes_needs_a_key(keyed: TestClient) -> None:
+def test_every_route_but_the_probes_and_the_page_needs_a_key(keyed: TestClient) -> None:
     routes = _routes(keyed)
     assert len(routes) >= 12  # chat, completions, models, the admin API, docs, ...
     for method, path in routes:
         response = keyed.request(method, path)
-        if path in ("/health", "/ready"):
+        if path in ("/health", "/ready", *PAGE_PATHS):
             assert response.status_code == 200, path
             continue
         assert response.status_code == 401, (method, path, response.text)
@@ -80,6 +81,11 @@ def test_inference_and_admin_scopes(keyed: TestClient) -> None:
     assert "no adapter registry" in passed.json()["error"]["message"]
 
 
+def _role(ring: auth.KeyRing, key: str) -> auth.Role | None:
+    caller = ring.caller_of(key)
+    return None if caller is None else caller.role
+
+
 def test_keys_from_files(tmp_path: Path) -> None:
     users = tmp_path / "users"
     users.write_text("# team A\nkey-a\n\n  key-b  \n")
@@ -87,10 +93,10 @@ def test_keys_from_files(tmp_path: Path) -> None:
     admins.write_text("root-key\n")
     settings = load_settings(api_keys_file=users, admin_keys_file=admins)
     ring = auth.KeyRing.from_settings(settings)
-    assert ring.role_of("key-a") is auth.Role.INFERENCE
-    assert ring.role_of("key-b") is auth.Role.INFERENCE
-    assert ring.role_of("root-key") is auth.Role.ADMIN
-    assert ring.role_of("# team A") is None
+    assert _role(ring, "key-a") is auth.Role.INFERENCE
+    assert _role(ring, "key-b") is auth.Role.INFERENCE
+    assert _role(ring, "root-key") is auth.Role.ADMIN
+    assert ring.caller_of("# team A") is None
     with pytest.raises(SettingsError, match="api_keys_file"):
         load_settings(api_keys_file=tmp_path / "missing")
 
@@ -99,6 +105,8 @@ def test_keys_are_kept_as_digests_and_compared_in_constant_time(monkeypatch) -> 
     ring = auth.KeyRing.from_settings(load_settings(api_keys="a,b,c", admin_key="d"))
     assert all(len(d) == 32 for d, _ in ring.digests)
     assert b"a" not in [d for d, _ in ring.digests]
+    # A key's id, shown in logs and metrics, is the start of its digest, never the key.
+    assert {c.id for _, c in ring.digests} == {auth.key_id(auth.digest(k)) for k in "abcd"}
     calls = []
 
     def spy(x: bytes, y: bytes) -> bool:
@@ -106,7 +114,7 @@ def test_keys_are_kept_as_digests_and_compared_in_constant_time(monkeypatch) -> 
         return x == y
 
     monkeypatch.setattr(auth.hmac, "compare_digest", spy)
-    assert ring.role_of("a") is auth.Role.INFERENCE
+    assert _role(ring, "a") is auth.Role.INFERENCE
     assert len(calls) == 4  # every digest, also after the match
 
 

@@ -16,6 +16,9 @@ CASES = [
     (CHAT, {"model": MODEL, "messages": HI, "temperature": 3}, 400, "temperature", ["3"]),
     (CHAT, {"model": MODEL, "messages": HI, "temperature": "hot"}, 400, "temperature", ["hot"]),
     (CHAT, {"model": MODEL, "messages": HI, "top_p": 0}, 400, "top_p", ["0"]),
+    # Past int64 the engine cannot receive a seed: it was a 500 (found while fuzzing).
+    (CHAT, {"model": MODEL, "messages": HI, "seed": 2**63}, 400, "seed", [str(2**63)]),
+    (CHAT, {"model": MODEL, "messages": HI, "seed": -(2**63) - 1}, 400, "seed", ["-9223"]),
     (CHAT, {"model": MODEL, "messages": HI, "max_tokens": 0}, 400, "max_tokens", ["0"]),
     (
         CHAT,

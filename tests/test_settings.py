@@ -132,3 +132,42 @@ def test_lora_rank_from_flag_env_and_toml(tmp_path: Path, monkeypatch: pytest.Mo
     assert load_settings(["--config", str(config)]).max_lora_rank == 128
     monkeypatch.setenv("KANGAROO_MAX_LORA_RANK", "320")
     assert load_settings(["--config", str(config)]).max_lora_rank == 320
+
+
+def test_keys_tables_give_ids_roles_and_limits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from server.auth import KeyRing, Role, digest
+
+    config = tmp_path / "keys.toml"
+    config.write_text(
+        "requests_per_minute = 100\n"
+        '[[keys]]\nid = "bot"\nkey = "k1"\ntokens_per_minute = 500\n'
+        f'[[keys]]\nid = "ops"\nsha256 = "{digest("k2").hex()}"\nrole = "admin"\n'
+    )
+    ring = KeyRing.from_settings(load_settings(["--config", str(config)]))
+    bot, ops = ring.caller_of("k1"), ring.caller_of("k2")
+    assert bot is not None
+    assert (bot.id, bot.role, bot.requests_per_minute, bot.tokens_per_minute) == (
+        "bot", Role.INFERENCE, 100, 500,
+    )  # fmt: skip
+    assert ops is not None
+    assert (ops.id, ops.role) == ("ops", Role.ADMIN)
+    monkeypatch.setenv("KANGAROO_KEYS", '[{"id": "env", "key": "k3"}]')
+    assert KeyRing.from_settings(load_settings([])).caller_of("k3") is not None
+
+
+@pytest.mark.parametrize(
+    ("keys", "says"),
+    [
+        ([{"id": "a"}], "exactly one of 'key' and 'sha256'"),
+        ([{"id": "a", "key": "x", "sha256": "0" * 64}], "exactly one of 'key' and 'sha256'"),
+        ([{"id": "a", "sha256": "not-hex"}], "keys.0.sha256"),
+        ([{"id": "a b", "key": "x"}], "keys.0.id"),
+        ([{"id": "a", "key": "x"}, {"id": "a", "key": "y"}], "'a' is given to more than one"),
+        ([{"id": "a", "key": "x", "requests_per_minute": 0}], "keys.0.requests_per_minute"),
+    ],
+)
+def test_bad_keys_tables_are_refused_naming_the_key(keys: list, says: str) -> None:
+    with pytest.raises(SettingsError, match=says):
+        load_settings(keys=keys)

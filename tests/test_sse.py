@@ -61,7 +61,7 @@ def test_heartbeat_comments_keep_a_long_stream_alive(http: httpx.Client) -> None
     body = {
         "model": MODEL,
         "messages": [{"role": "user", "content": "hi"}],
-        "max_tokens": 600,
+        "max_tokens": 1800,  # a few seconds on a fast CPU: room for several heartbeats
         "stream": True,
         "ignore_eos": True,
     }

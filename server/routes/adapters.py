@@ -23,6 +23,15 @@ from server.adapter_store import AdapterStore
 from server.adapters import AdapterRegistry
 from server.auth import require_admin
 from server.errors import InvalidRequestError, RequestTooLargeError, validation_error
+from server.openapi import (
+    Adapter,
+    AdapterList,
+    DeletedAdapter,
+    DeletedVersion,
+    PushedAdapter,
+    push_body,
+    responses,
+)
 from server.state import ServerState, State
 
 router = APIRouter(prefix="/v1/adapters", dependencies=[Depends(require_admin)])
@@ -47,7 +56,14 @@ class ActiveVersion(BaseModel):
     active_version: int
 
 
-@router.post("", status_code=201)
+@router.post(
+    "",
+    status_code=201,
+    response_model=None,
+    responses=responses(PushedAdapter, 400, 409, 413, 503, status=201)
+    | {200: {"model": PushedAdapter, "description": "Equal to the newest version: made active."}},
+    openapi_extra=push_body(AdapterFromPath),
+)
 async def push_adapter(request: Request, response: Response, state: State) -> dict[str, Any]:
     """Check, probe and store a new version; 200 instead of 201 when it equals the newest."""
     registry = _registry(state)
@@ -75,20 +91,20 @@ async def push_adapter(request: Request, response: Response, state: State) -> di
     return {**record.public(), "model": name, "pinned_model": pinned, "new": new}
 
 
-@router.get("")
+@router.get("", response_model=None, responses=responses(AdapterList, 400))
 async def list_adapters(state: State) -> dict[str, Any]:
     """Every adapter on disk, with its versions."""
     registry = _registry(state)
     return {"object": "list", "data": [registry.describe(name) for name in registry.names()]}
 
 
-@router.get("/{name}")
+@router.get("/{name}", response_model=None, responses=responses(Adapter, 400, 404))
 async def get_adapter(name: str, state: State) -> dict[str, Any]:
     """One adapter with its versions and the active one."""
     return _registry(state).describe(name)
 
 
-@router.patch("/{name}")
+@router.patch("/{name}", response_model=None, responses=responses(Adapter, 400, 404))
 async def set_active_version(name: str, body: ActiveVersion, state: State) -> dict[str, Any]:
     """Point the name at one of its versions."""
     registry = _registry(state)
@@ -96,14 +112,18 @@ async def set_active_version(name: str, body: ActiveVersion, state: State) -> di
     return registry.describe(name)
 
 
-@router.delete("/{name}")
+@router.delete("/{name}", response_model=None, responses=responses(DeletedAdapter, 400, 404))
 async def delete_adapter(name: str, state: State) -> dict[str, Any]:
     """Delete every version (requests in flight finish first)."""
     versions = await _registry(state).delete(name)
     return {"id": name, "object": "adapter", "deleted": True, "versions": versions}
 
 
-@router.delete("/{name}/versions/{version}")
+@router.delete(
+    "/{name}/versions/{version}",
+    response_model=None,
+    responses=responses(DeletedVersion, 400, 404),
+)
 async def delete_version(name: str, version: int, state: State) -> dict[str, Any]:
     """Delete one version; the name then means the newest remaining unless pointed elsewhere."""
     await _registry(state).delete(name, version)
@@ -169,14 +189,21 @@ def _check_file_name(filename: str, param: str) -> None:
 
 def _stage_folder(store: AdapterStore, path: str, limit: int) -> Path:
     """Copy an adapter folder from inside the adapter root into a staging folder."""
-    folder = (store.root / path).resolve()  # an absolute `path` replaces the root here
+    try:
+        folder = (store.root / path).resolve()  # an absolute `path` replaces the root here
+        is_dir = folder.is_dir()
+    except (OSError, ValueError) as exc:  # a NUL byte, a name too long for the file system
+        reason = getattr(exc, "strerror", None) or exc
+        raise InvalidRequestError(
+            f"No adapter folder at {path!r} in the adapter root: {reason}.", "path"
+        ) from None
     if not folder.is_relative_to(store.root) or folder.is_relative_to(store.staging):
         raise InvalidRequestError(
             f"'path' must name a folder inside the adapter root {store.root}; {path!r} resolves "
             f"to {folder}.",
             "path",
         )
-    if not folder.is_dir():
+    if not is_dir:
         raise InvalidRequestError(f"No adapter folder at {path!r} in the adapter root.", "path")
     for entry in folder.iterdir():
         if entry.suffix.lower() in PICKLE_SUFFIXES and not (folder / WEIGHTS_NAME).exists():

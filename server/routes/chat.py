@@ -1,4 +1,4 @@
-"""POST /v1/chat/completions: validate → build prompt → engine → stream or collect → finish."""
+"""POST /v1/chat/completions: validate → build prompt → admit → engine → stream or collect."""
 
 import asyncio
 import uuid
@@ -9,8 +9,15 @@ from fastapi import APIRouter, Request, Response
 
 from server.disconnect import unless_disconnected
 from server.generation import ChoiceDelta
+from server.openapi import (
+    DEADLINE_HEADERS,
+    GENERATION_ERRORS,
+    ChatCompletion,
+    ChatCompletionChunk,
+    responses,
+)
 from server.protocol import ChatCompletionRequest
-from server.responses import CLIENT_CLOSED_REQUEST, ChoiceTotals, Reply, check_not_aborted
+from server.responses import CLIENT_CLOSED_REQUEST, ChoiceTotals, Reply
 from server.sampling import sampling_options
 from server.sse import sse_response
 from server.state import State
@@ -18,7 +25,12 @@ from server.state import State
 router = APIRouter()
 
 
-@router.post("/v1/chat/completions", response_model=None)
+@router.post(
+    "/v1/chat/completions",
+    response_model=None,
+    responses=responses(ChatCompletion, *GENERATION_ERRORS, stream=ChatCompletionChunk),
+    openapi_extra=DEADLINE_HEADERS,
+)
 async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, state: State
 ) -> dict[str, Any] | Response:
@@ -42,7 +54,21 @@ async def create_chat_completion(
         prompt_param="messages",
     )
 
-    # 3. Engine: one request with n choices.
+    # 3. Admission: the key's rate limits, then a place in the engine (429 at once if full).
+    ticket = await unless_disconnected(
+        request,
+        state.traffic.admit(
+            request,
+            state.model_label(adapter),
+            prompt_tokens=len(prompt_ids),
+            max_new_tokens=options.max_tokens * body.n,
+            sequences=body.n,
+        ),
+    )
+    if ticket is None:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+    # 4. Engine: one request with n choices, watched by the ticket (deadline, counts).
     reply = Reply(
         f"chatcmpl-{uuid.uuid4().hex}",
         "chat.completion.chunk",
@@ -51,9 +77,9 @@ async def create_chat_completion(
         include_usage=body.stream_options is not None and body.stream_options.include_usage,
         return_token_ids=body.return_token_ids,
     )
-    deltas = state.generate(reply.id, prompt_ids, options, adapter)
+    deltas = ticket.watch(state.generate(ticket, reply.id, prompt_ids, options, adapter))
 
-    # 4. Stream, or collect the whole reply (stopping if the client leaves).
+    # 5. Stream, or collect the whole reply (stopping if the client leaves).
     if body.stream:
         return sse_response(_stream_chunks(deltas, reply, body.n), state.settings.sse_heartbeat_s)
     whole = await unless_disconnected(request, _collect(deltas, reply, body.n))
@@ -74,7 +100,6 @@ async def _stream_chunks(
     completion_tokens = 0
     async for batch in deltas:
         for delta in batch:
-            check_not_aborted(delta)
             completion_tokens += len(delta.token_ids)
             if delta.text or delta.logprobs or (reply.return_token_ids and delta.token_ids):
                 content: dict[str, Any] = {

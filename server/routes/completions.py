@@ -1,10 +1,11 @@
-"""POST /v1/completions: validate → tokenize prompts → engine → stream or collect → finish.
+"""POST /v1/completions: validate → tokenize prompts → admit → engine → stream or collect.
 
 Each prompt of a batch is its own engine request with `n` choices; choice `i` of prompt `p`
 is returned as index `p * n + i`, as OpenAI does.
 """
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,19 +15,28 @@ from fastapi import APIRouter, Request, Response
 from server.disconnect import unless_disconnected
 from server.errors import InvalidRequestError
 from server.generation import ChoiceDelta, Engine
+from server.openapi import (
+    DEADLINE_HEADERS,
+    GENERATION_ERRORS,
+    TextCompletion,
+    TextCompletionChunk,
+    responses,
+)
 from server.protocol import CompletionRequest
-from server.responses import CLIENT_CLOSED_REQUEST, ChoiceTotals, Reply, check_not_aborted
+from server.responses import CLIENT_CLOSED_REQUEST, ChoiceTotals, Reply
 from server.sampling import sampling_options
 from server.sse import sse_response
 from server.state import State
 
 router = APIRouter()
 
-# (choice index in the response, the engine's delta for it)
-IndexedDelta = tuple[int, ChoiceDelta]
 
-
-@router.post("/v1/completions", response_model=None)
+@router.post(
+    "/v1/completions",
+    response_model=None,
+    responses=responses(TextCompletion, *GENERATION_ERRORS, stream=TextCompletionChunk),
+    openapi_extra=DEADLINE_HEADERS,
+)
 async def create_completion(
     body: CompletionRequest, request: Request, state: State
 ) -> dict[str, Any] | Response:
@@ -52,7 +62,21 @@ async def create_completion(
         for ids in prompts
     ]
 
-    # 3. Engine: one request per prompt, merged into one stream of indexed deltas.
+    # 3. Admission: the key's rate limits, then places in the engine (429 at once if full).
+    ticket = await unless_disconnected(
+        request,
+        state.traffic.admit(
+            request,
+            state.model_label(adapter),
+            prompt_tokens=sum(len(ids) for ids in prompts),
+            max_new_tokens=sum(opts.max_tokens for opts in options) * body.n,
+            sequences=len(prompts) * body.n,
+        ),
+    )
+    if ticket is None:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+    # 4. Engine: one request per prompt, merged into one stream, watched by the ticket.
     reply = Reply(
         f"cmpl-{uuid.uuid4().hex}",
         "text_completion",
@@ -62,12 +86,12 @@ async def create_completion(
         return_token_ids=body.return_token_ids,
     )
     streams = [
-        state.generate(f"{reply.id}-{p}", ids, opts, adapter)
+        state.generate(ticket, f"{reply.id}-{p}", ids, opts, adapter)
         for p, (ids, opts) in enumerate(zip(prompts, options, strict=True))
     ]
-    deltas = _merged(streams, body.n)
+    deltas = ticket.watch(_merged(streams, body.n))
 
-    # 4. Stream, or collect the whole reply (stopping if the client leaves).
+    # 5. Stream, or collect the whole reply (stopping if the client leaves).
     if body.stream:
         return sse_response(_stream_chunks(deltas, reply), state.settings.sse_heartbeat_s)
     whole = await unless_disconnected(request, _collect(deltas, reply, len(prompts) * body.n))
@@ -99,8 +123,9 @@ def _prompt_token_ids(engine: Engine, prompt: str | list[Any]) -> list[list[int]
 
 async def _merged(
     streams: list[AsyncIterator[list[ChoiceDelta]]], n: int
-) -> AsyncIterator[list[IndexedDelta]]:
-    """Interleave the prompts' streams as their deltas arrive; closing stops them all."""
+) -> AsyncIterator[list[ChoiceDelta]]:
+    """Interleave the prompts' streams as their deltas arrive, choice `i` of prompt `p`
+    renumbered `p * n + i`; closing stops them all."""
     queue: asyncio.Queue[tuple[int, list[ChoiceDelta] | BaseException | None]] = asyncio.Queue()
 
     async def pump(p: int, stream: AsyncIterator[list[ChoiceDelta]]) -> None:
@@ -121,7 +146,7 @@ async def _merged(
             elif isinstance(item, BaseException):
                 raise item
             else:
-                yield [(p * n + delta.index, delta) for delta in item]
+                yield [dataclasses.replace(delta, index=p * n + delta.index) for delta in item]
     finally:
         for task in tasks:
             task.cancel()  # aborts the engine requests of prompts still running
@@ -129,13 +154,13 @@ async def _merged(
 
 
 async def _stream_chunks(
-    deltas: AsyncIterator[list[IndexedDelta]], reply: Reply
+    deltas: AsyncIterator[list[ChoiceDelta]], reply: Reply
 ) -> AsyncIterator[str]:
     completion_tokens = 0
     offsets: dict[int, int] = {}
     async for batch in deltas:
-        for index, delta in batch:
-            check_not_aborted(delta)
+        for delta in batch:
+            index = delta.index
             completion_tokens += len(delta.token_ids)
             if delta.text or delta.logprobs or (reply.return_token_ids and delta.token_ids):
                 offset = offsets.get(index, 0)
@@ -162,12 +187,12 @@ async def _stream_chunks(
 
 
 async def _collect(
-    deltas: AsyncIterator[list[IndexedDelta]], reply: Reply, num_choices: int
+    deltas: AsyncIterator[list[ChoiceDelta]], reply: Reply, num_choices: int
 ) -> dict[str, Any]:
     totals = ChoiceTotals(num_choices)
     async for batch in deltas:
-        for index, delta in batch:
-            totals.add(index, delta)
+        for delta in batch:
+            totals.add(delta.index, delta)
     choices = []
     for i in range(num_choices):
         choice = {

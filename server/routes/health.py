@@ -5,18 +5,19 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from server.openapi import Health, Readiness, responses
 from server.state import State
 
 router = APIRouter()
 
 
-@router.get("/health")
+@router.get("/health", response_model=None, responses=responses(Health))
 async def health() -> dict[str, str]:
     """200 as long as the process serves HTTP (liveness)."""
     return {"status": "ok"}
 
 
-@router.get("/ready")
+@router.get("/ready", response_model=None, responses=responses(Readiness, 503))
 async def ready(state: State) -> dict[str, Any]:
     """200 with the engine's load once it can generate; 503 before (readiness)."""
     engine = state.ready_engine()

@@ -5,12 +5,13 @@ from typing import Any
 from fastapi import APIRouter
 
 from server.adapter_store import VersionRecord
+from server.openapi import ModelCard, ModelList, responses
 from server.state import ServerState, State
 
 router = APIRouter()
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", response_model=None, responses=responses(ModelList, 503))
 async def list_models(state: State) -> dict[str, Any]:
     """The base model, then each adapter (the version its name means now)."""
     cards = [_base_card(state)]
@@ -22,7 +23,9 @@ async def list_models(state: State) -> dict[str, Any]:
     return {"object": "list", "data": cards}
 
 
-@router.get("/v1/models/{model_id:path}")
+@router.get(
+    "/v1/models/{model_id:path}", response_model=None, responses=responses(ModelCard, 404, 503)
+)
 async def retrieve_model(model_id: str, state: State) -> dict[str, Any]:
     """One model: the base, an adapter ("name") or one of its versions ("name@N"); else 404."""
     state.ready_engine()

@@ -158,6 +158,21 @@ def test_unknown_models_get_openais_404(client) -> None:
         assert_error(chat(client, model), 404, "model_not_found", f"'{model}'", "model")
 
 
+def test_version_numbers_no_file_name_or_int_can_hold_get_404(client, adapters) -> None:
+    # Found while fuzzing the API: each of these was a 500.
+    upload(client, "bot", adapters[0])
+    huge = "9" * 300  # "v999..." is too long for a file name; 5,000 digits are too many for int()
+    for model in ("bot@²", "bot@١", f"bot@{huge}", "bot@" + "1" * 5000):
+        assert_error(chat(client, model), 404, "model_not_found", "does not exist", "model")
+    got = client.get(f"/v1/models/bot@{huge}", headers=ADMIN)
+    assert_error(got, 404, "model_not_found", huge, "model")
+    rolled = client.patch("/v1/adapters/bot", json={"active_version": int(huge)}, headers=ADMIN)
+    assert_error(rolled, 404, "model_not_found", huge, "active_version")
+    deleted = client.delete(f"/v1/adapters/bot/versions/{huge}", headers=ADMIN)
+    assert_error(deleted, 404, "model_not_found", huge, "version")
+    assert answer(client, "bot@1").startswith("[bot@1]")
+
+
 def test_model_names_never_reach_outside_the_root(client, tiny_base, tmp_path) -> None:
     # A complete registry version beside the root: a model id that walks there must not find it.
     beside = AdapterStore(tmp_path)
@@ -238,7 +253,8 @@ def test_push_by_path_inside_the_root_only(client, adapters, tmp_path) -> None:
     escaped.mkdir()
     for p in adapters[1].iterdir():
         (escaped / p.name).symlink_to(p)
-    for path in ("../x", outside, "linked", "escaped", ".staging"):
+    # A NUL byte and a name too long for the file system were 500s (found while fuzzing).
+    for path in ("../x", outside, "linked", "escaped", ".staging", "a\x00b", "a" * 300):
         refused = client.post("/v1/adapters", json={"name": "x", "path": path}, headers=ADMIN)
         assert_error(refused, 400, None, "adapter root", "path")
     assert chat(client, "x").status_code == 404

@@ -23,6 +23,8 @@ def test_ready_reports_engine_load(http: httpx.Client) -> None:
         "num_running_requests",
         "num_waiting_requests",
         "kv_cache_usage",
+        "prefix_cache_queries",
+        "prefix_cache_hits",
     }
 
 

@@ -1,6 +1,7 @@
 """Sampling parameters reach the real engine and do what they say."""
 
 import json
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -131,6 +132,23 @@ def test_top_k_one_is_greedy(client: openai.OpenAI) -> None:
         _chat(client, temperature=1.0, seed=5, extra_body={"top_k": 1}).choices[0].message.content
     )
     assert top1 == greedy
+
+
+def test_top_k_past_the_vocabulary_keeps_every_token(client: openai.OpenAI, http) -> None:
+    # Past 64 bits the engine could not receive it: a 500 that left the request in vLLM's
+    # front end for good (found while fuzzing).
+    off = _chat(client, seed=5, **UNSURE).choices[0].message.content
+    for top_k in (10**6, 10**30):
+        extra = {"ignore_eos": True, "top_k": top_k}
+        assert (
+            _chat(client, seed=5, **UNSURE | {"extra_body": extra}).choices[0].message.content
+            == off
+        )
+    for _ in range(50):  # aborted requests of earlier tests may take a moment to leave
+        if http.get("/ready").json()["engine"]["num_unfinished_requests"] == 0:
+            return
+        time.sleep(0.1)
+    raise AssertionError("requests are left in the engine")
 
 
 def test_tiny_top_p_and_high_min_p_are_greedy(client: openai.OpenAI) -> None:

@@ -10,6 +10,7 @@ from scripts.loadgen import (
     StreamReading,
     Workload,
     _count,
+    http_error_kind,
     read_sse_line,
     run_workload,
 )
@@ -50,6 +51,32 @@ def test_error_event_is_recorded() -> None:
     reading = StreamReading()
     read_sse_line(_data({"error": {"message": "engine died", "type": "server_error"}}), reading)
     assert reading.error == "engine died"
+    assert reading.error_code == "server_error"  # the type, when there is no code
+    error = {"message": "too slow", "type": "timeout_error", "code": "request_timeout"}
+    read_sse_line(_data({"error": error}), reading)
+    assert reading.error_code == "request_timeout"
+
+
+@pytest.mark.parametrize(
+    ("status", "text", "kind"),
+    [
+        (
+            429,
+            '{"error": {"message": "m", "type": "tokens", "code": "rate_limit_exceeded"}}',
+            "429 rate_limit_exceeded",
+        ),
+        (
+            400,
+            '{"error": {"message": "m", "type": "invalid_request_error", "code": null}}',
+            "400 invalid_request_error",
+        ),
+        (502, "<html>Bad Gateway</html>", "502"),  # a proxy's page, not the envelope
+        (500, '{"detail": "x"}', "500"),
+        (503, '["error"]', "503"),
+    ],
+)
+def test_http_errors_are_kinds_of_status_and_code(status: int, text: str, kind: str) -> None:
+    assert http_error_kind(status, text) == kind
 
 
 def _reading(text: str, usage: int | None) -> StreamReading:
