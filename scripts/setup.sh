@@ -10,6 +10,27 @@ python="${PYTHON:-python3}"
 if nvidia-smi -L >/dev/null 2>&1; then engine=cuda; else engine=cpu; fi
 spec=".[${engine}${extras:+,$extras}]"
 
+install_chromium() {
+  # The playground's browser tests drive Debian's Chromium: Playwright's own browser download
+  # needs the internet. A system package, so checked on every run, before the stamp.
+  local log apt=(env DEBIAN_FRONTEND=noninteractive apt-get -y -qq)
+  [ "$(id -u)" = 0 ] || apt=(sudo "${apt[@]}")
+  log="$(mktemp)"
+  echo "Installing chromium (for the browser tests) ..."
+  if ! { "${apt[@]}" install chromium chromium-driver \
+      || { "${apt[@]}" update && "${apt[@]}" install chromium chromium-driver; }; } >"$log" 2>&1
+  then
+    cat "$log" >&2
+    rm -f "$log"
+    echo "setup: could not install chromium (Debian's apt), which the tests need" >&2
+    exit 1
+  fi
+  rm -f "$log"
+}
+if [[ ",$extras," == *,dev,* ]] && [ ! -x /usr/bin/chromium ]; then
+  install_chromium
+fi
+
 stamp=.venv/.kangaroo-install
 want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16) $spec"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
