@@ -209,8 +209,12 @@ def served_model_id(settings: Settings) -> str:
     return Path(settings.model.rstrip("/")).name or settings.model
 
 
-def get_state(request: Request) -> ServerState:
-    """FastAPI dependency: the process's `ServerState`."""
+async def get_state(request: Request) -> ServerState:
+    """FastAPI dependency: the process's `ServerState`.
+
+    Async on purpose: FastAPI runs a plain function dependency in a worker thread, a thread
+    hop on every request for a dictionary lookup.
+    """
     state: ServerState = request.app.state.kangaroo
     return state
 

@@ -10,10 +10,12 @@ from typing import Any
 import jinja2
 from vllm import SamplingParams
 from vllm.engine.arg_utils import AsyncEngineArgs
+from vllm.envs import enable_envs_cache
 from vllm.inputs import tokens_input
 from vllm.lora.request import LoRARequest
 from vllm.platforms import current_platform
 from vllm.sampling_params import RequestOutputKind
+from vllm.utils.gc_utils import freeze_gc_heap
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError as VllmEngineDeadError
 from vllm.v1.metrics.loggers import StatLoggerBase
@@ -65,6 +67,12 @@ class VllmEngine:
         )
         stats = _LatestSchedulerStats()
         llm = AsyncLLM.from_engine_args(args, stat_loggers=[stats.logger_factory])
+        # Per-request costs of this process, paid in every burst of arrivals: vLLM reads its
+        # env vars anew on each access until told they are final (its engine processes do
+        # this, its API server does not), and objects made at start-up need not be scanned by
+        # every full garbage collection (vLLM's server freezes them too).
+        enable_envs_cache()
+        freeze_gc_heap()
         return cls(llm, stats, model_path)
 
     def render_chat(self, messages: Sequence[dict[str, Any]]) -> str:
@@ -281,6 +289,7 @@ def _sampling_params(options: SamplingOptions, n: int) -> SamplingParams:
         logit_bias=options.logit_bias or None,
         ignore_eos=options.ignore_eos,
         output_kind=RequestOutputKind.DELTA,
+        skip_clone=True,  # made for this request alone: vLLM need not deep-copy it
     )
 
 

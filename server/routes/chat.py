@@ -1,7 +1,6 @@
 """POST /v1/chat/completions: validate → build prompt → admit → engine → stream or collect."""
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +16,7 @@ from server.openapi import (
     responses,
 )
 from server.protocol import ChatCompletionRequest
+from server.request_id import new_id
 from server.responses import CLIENT_CLOSED_REQUEST, ChoiceTotals, Reply
 from server.sampling import sampling_options
 from server.sse import sse_response
@@ -70,7 +70,7 @@ async def create_chat_completion(
 
     # 4. Engine: one request with n choices, watched by the ticket (deadline, counts).
     reply = Reply(
-        f"chatcmpl-{uuid.uuid4().hex}",
+        f"chatcmpl-{new_id()}",
         "chat.completion.chunk",
         body.model,
         prompt_tokens=len(prompt_ids),

@@ -6,7 +6,6 @@ is returned as index `p * n + i`, as OpenAI does.
 
 import asyncio
 import dataclasses
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,6 +22,7 @@ from server.openapi import (
     responses,
 )
 from server.protocol import CompletionRequest
+from server.request_id import new_id
 from server.responses import CLIENT_CLOSED_REQUEST, ChoiceTotals, Reply
 from server.sampling import sampling_options
 from server.sse import sse_response
@@ -78,7 +78,7 @@ async def create_completion(
 
     # 4. Engine: one request per prompt, merged into one stream, watched by the ticket.
     reply = Reply(
-        f"cmpl-{uuid.uuid4().hex}",
+        f"cmpl-{new_id()}",
         "text_completion",
         body.model,
         prompt_tokens=sum(len(ids) for ids in prompts),
