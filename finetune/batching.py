@@ -1,11 +1,12 @@
 """Group examples into batches of about `batch_tokens` tokens: packed or padded.
 
-Packed: rows are laid end to end in sequences of up to `seq_len` tokens; position ids restart
+Packed: rows share sequences of up to `seq_len` tokens (best fit); position ids restart
 at 0 for every row, and transformers turns restarting positions (with no attention mask) into a
 block-diagonal causal mask, so a row never attends to the rows packed beside it.
 Padded: each batch holds whole rows padded to its longest, with an attention mask.
 """
 
+import bisect
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -65,7 +66,7 @@ def make_batches(
     compiled code is specialised to shapes, and each new shape costs a recompilation."""
     if packing:
         pack_len = packed_length(examples, seq_len)
-        sequences = list(_pack(examples, pack_len))
+        sequences = _pack(examples, pack_len)
         per_batch = max(1, batch_tokens // pack_len)
         groups = [sequences[i : i + per_batch] for i in range(0, len(sequences), per_batch)]
         if fixed_shape:
@@ -83,18 +84,27 @@ def packed_length(examples: list[Example], seq_len: int) -> int:
     return min(seq_len, max(PACK_MIN, *(len(e.input_ids) for e in examples)))
 
 
-def _pack(examples: list[Example], seq_len: int) -> Iterator[list[Example]]:
-    """Fill sequences in order; a row that does not fit starts the next sequence."""
-    current: list[Example] = []
-    used = 0
+def _pack(examples: list[Example], seq_len: int) -> list[list[Example]]:
+    """Best fit, in the given order: each row goes into the open sequence with the least room
+    that still holds it, or starts a new one; sequences keep the order they were started in.
+
+    On shuffled rows this fills sequences almost completely, where filling only the last one
+    (next fit) left a fifth of every sequence empty on rows of 15 to 175 tokens.
+    """
+    sequences: list[list[Example]] = []
+    room: list[tuple[int, int]] = []  # (free tokens, sequence index) of open sequences, sorted
     for example in examples:
-        if current and used + len(example.input_ids) > seq_len:
-            yield current
-            current, used = [], 0
-        current.append(example)
-        used += len(example.input_ids)
-    if current:
-        yield current
+        size = len(example.input_ids)
+        fits = bisect.bisect_left(room, (size, -1))
+        if fits < len(room):
+            free, index = room.pop(fits)
+            sequences[index].append(example)
+        else:
+            free, index = seq_len, len(sequences)
+            sequences.append([example])
+        if free > size:
+            bisect.insort(room, (free - size, index))
+    return sequences
 
 
 def _packed_batch(

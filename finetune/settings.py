@@ -88,7 +88,12 @@ class TrainSettings(DataSettings):
     resume: bool = Field(False, description="Continue from the checkpoint next to --out.")
     skip_invalid: bool = Field(False, description="Train on the valid rows, report the rest.")
     device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="Where to train; auto = CUDA when present (bf16), else CPU (fp32)."
+        "auto", description="Where to train; auto = CUDA when present, else CPU."
+    )
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto",
+        description="Matmul precision (weights and optimiser stay fp32): auto = bf16 on CUDA and "
+        "on CPUs with bf16 dot-product instructions (AVX512-BF16, AMX), else fp32.",
     )
     compile: bool = Field(
         False,

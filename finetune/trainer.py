@@ -1,7 +1,9 @@
 """Training in one straight line: set up → preflight → train (eval, checkpoints) → export.
 
-LoRA by default (PEFT), every parameter with `full`. fp32 on CPU, where the same seed and data
-give the same tensors; bf16 on CUDA. The loss is the mean cross-entropy over target tokens
+LoRA by default (PEFT), every parameter with `full`. Matmuls run in bf16 on CUDA and on CPUs
+with bf16 dot-product instructions (about 2x faster there), else in fp32; trained weights and
+the optimiser stay fp32 (in bf16 the frozen base of a LoRA is stored in bf16). On CPU the same
+seed and data give the same tensors. The loss is the mean cross-entropy over target tokens
 (assistant turns), computed from the hidden states of those tokens only: the output head never
 runs over prompt tokens, which saves most of its memory on large vocabularies.
 """
@@ -52,8 +54,9 @@ def train(settings: TrainSettings) -> TrainResult:
     """Run the whole training described by `settings` and write the output folder."""
     torch.manual_seed(settings.seed)
     device = _device(settings.device)
+    bf16 = uses_bf16(settings.precision, device)
     base_dir = resolve_base(settings.base)
-    tokenizer, model = load_base(base_dir, device, lora=not settings.full)
+    tokenizer, model = load_base(base_dir, bf16_base=bf16 and not settings.full)
     context_len = int(model.config.max_position_embeddings)
     seq_len = min(settings.max_seq_len, context_len)
     train_set = _load(settings.data, tokenizer, seq_len, context_len, settings.skip_invalid)
@@ -64,7 +67,7 @@ def train(settings: TrainSettings) -> TrainResult:
         model = _add_lora(model, tokenizer, settings)
     model.to(device)
     if settings.compile:
-        compile_blocks(model)
+        compile_blocks(model, fixed_shapes=settings.packing)
     eval_batches = []
     if eval_set is not None:
         eval_batches = _batches(eval_set, settings, seq_len, tokenizer, epoch=None)
@@ -86,7 +89,9 @@ def train(settings: TrainSettings) -> TrainResult:
     bar = tqdm(total=total_steps, initial=start_step, disable=not settings.progress, unit="step")
     for step in range(start_step + 1, total_steps + 1):
         batch = next(batches).to(device)
-        loss = _train_step(model, batch, optimizer, trainable, settings.grad_clip, settings.compile)
+        loss = _train_step(
+            model, batch, optimizer, trainable, settings.grad_clip, settings.compile, bf16
+        )
         scheduler.step()
         tokens += batch.num_tokens
         losses.append(loss)
@@ -95,7 +100,7 @@ def train(settings: TrainSettings) -> TrainResult:
         bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{rate:,.0f}")
         bar.update()
         if eval_batches and (step % settings.eval_every == 0 or step == total_steps):
-            eval_loss = evaluate(model, eval_batches, device, settings.compile)
+            eval_loss = evaluate(model, eval_batches, device, settings.compile, bf16)
             metrics.write(step=step, eval_loss=eval_loss)
             bar.write(f"step {step}: eval loss {eval_loss:.4f}")
         if step % settings.checkpoint_every == 0 and step < total_steps:
@@ -124,11 +129,15 @@ def resolve_base(base: str) -> Path:
     return ensure_demo_model(load_settings(None).cache_dir)
 
 
-def load_base(base_dir: Path, device: torch.device, lora: bool) -> tuple[Any, nn.Module]:
-    """Tokenizer and model. LoRA on CUDA keeps the frozen base in bf16; the rest trains in fp32."""
+def load_base(base_dir: Path, bf16_base: bool) -> tuple[Any, nn.Module]:
+    """Tokenizer and model; `bf16_base` (LoRA in bf16) loads the frozen weights in bf16.
+
+    Frozen weights get no gradient and no optimiser state, so bf16 loses nothing there and
+    halves their memory; autocast would otherwise cast each of them to bf16 at every step.
+    The LoRA weights stay fp32."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    dtype = torch.bfloat16 if lora and device.type == "cuda" else torch.float32
+    dtype = torch.bfloat16 if bf16_base else torch.float32
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
     return tokenizer, model
@@ -174,26 +183,33 @@ def _compiled_head_loss() -> Any:
     return torch.compile(head_loss, dynamic=True)
 
 
-def compile_blocks(model: nn.Module) -> None:
-    """torch.compile every decoder block in place (they share compiled code)."""
+def compile_blocks(model: nn.Module, fixed_shapes: bool) -> None:
+    """torch.compile every decoder block in place (they share compiled code).
+
+    `fixed_shapes`: every batch has one shape (packing), so the graph is specialised to it;
+    otherwise the second shape seen makes the batch dimensions dynamic instead of recompiling
+    for every padded length."""
     # Dynamo guards on each block's own attributes: more blocks than its default limit of 8
     # recompilations would leave the rest silently running eagerly.
     torch._dynamo.config.cache_size_limit = max(64, torch._dynamo.config.cache_size_limit)
     causal = model.get_base_model() if hasattr(model, "get_base_model") else model
     for layer in causal.get_decoder().layers:
-        # A graph per batch shape: packed batches have one shape when compiling (fixed_shape).
-        layer.compile(dynamic=False)
+        layer.compile(dynamic=False if fixed_shapes else None)
 
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, batches: list[Batch], device: torch.device, compiled: bool = False
+    model: nn.Module,
+    batches: list[Batch],
+    device: torch.device,
+    compiled: bool = False,
+    bf16: bool = False,
 ) -> float:
     """Mean loss per target token over `batches`."""
     model.eval()
     total, count = 0.0, 0
     for batch in batches:
-        with _autocast(device):
+        with _autocast(device, bf16):
             loss, n = batch_loss(model, batch.to(device), compiled)
         total, count = total + loss.item(), count + n
     model.train()
@@ -207,8 +223,9 @@ def _train_step(
     trainable: list[nn.Parameter],
     grad_clip: float,
     compiled: bool,
+    bf16: bool,
 ) -> float:
-    with _autocast(batch.input_ids.device):
+    with _autocast(batch.input_ids.device, bf16):
         loss_sum, count = batch_loss(model, batch, compiled)
     loss = loss_sum / max(count, 1)
     loss.backward()
@@ -218,9 +235,22 @@ def _train_step(
     return float(loss.item())
 
 
-def _autocast(device: torch.device) -> torch.autocast:
-    # bf16 matmuls on CUDA; on CPU fp32 throughout (deterministic, and bf16 is slower there).
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+def _autocast(device: torch.device, bf16: bool) -> torch.autocast:
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """Whether matmuls run in bf16: asked for, or `auto` where the hardware does it natively.
+
+    On a CPU without bf16 dot-product instructions, bf16 is emulated and slower than fp32; with
+    them (AVX512-BF16 on Zen 4 and later, AMX on recent Xeons) a bf16 matmul ran 4.6x faster
+    than fp32 and a LoRA training step 2.1x faster on our 2-core test machine.
+    """
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return True
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 def _device(choice: str) -> torch.device:
@@ -420,6 +450,7 @@ def _manifest(
             "packing": settings.packing,
             "seed": settings.seed,
             "device": _device(settings.device).type,
+            "precision": _precision_name(settings),
             "compiled": settings.compile,
             "tokens_per_s": round(result.tokens_per_s, 1),
         },
@@ -428,6 +459,10 @@ def _manifest(
         "versions": adapter.package_versions(),
         "created": adapter.now_iso(),
     }
+
+
+def _precision_name(settings: TrainSettings) -> str:
+    return "bf16" if uses_bf16(settings.precision, _device(settings.device)) else "fp32"
 
 
 def _data_record(dataset: Dataset) -> dict[str, Any]:

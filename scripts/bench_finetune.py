@@ -4,7 +4,9 @@
 
 Each system trains a LoRA adapter (r=16, alpha=32, all seven projections of every block) on the
 same random-weight Llama (built here from nothing, cached), the same short chat rows of
-scripts/demo_data.py, with the same learning rate, schedule, gradient clipping, precision (fp32)
+scripts/demo_data.py, with the same learning rate, schedule, gradient clipping, precision
+(`--precision`: both bf16 or both fp32; `auto` is what our trainer picks for this CPU) and
+compilation (`--compile`: ours with `--compile`, TRL with `torch_compile`; off by default)
 and number of optimiser steps, in a process of its own (so peaks of memory do not mix). Four
 runs per repeat, interleaved over repeats so drift of the machine spreads over all of them:
 
@@ -64,6 +66,9 @@ class BenchConfig:
 
     shape: str = "small"
     rows: int = 4000
+    max_turns: int = 1  # a row is a conversation of 1..max_turns question-answer turns
+    precision: str = "auto"  # finetune's setting; TRL gets bf16 exactly when ours uses it
+    compile: bool = False  # torch.compile: ours with --compile, TRL with torch_compile
     steps: int = 30
     warmup: int = 3  # steps left out of the timing (allocator, caches, first-use costs)
     batch_tokens: int = 2048  # tokens per optimiser step, padding included (ours)
@@ -222,6 +227,8 @@ def run_ours(
             seed=config.seed,
             progress=False,
             device="cpu",
+            precision=config.precision,
+            compile=config.compile,
         )
         trainer.train(settings)
     return meter, trainable_params[0]
@@ -301,7 +308,10 @@ def run_trl(
 
 
 def _sft_config(config: BenchConfig, out: Path, packing: bool, batch_size: int) -> Any:
+    import torch
     from trl import SFTConfig
+
+    from finetune.trainer import uses_bf16
 
     return SFTConfig(
         output_dir=str(out),
@@ -316,10 +326,11 @@ def _sft_config(config: BenchConfig, out: Path, packing: bool, batch_size: int) 
         max_length=config.max_seq_len,
         packing=packing,
         packing_strategy="bfd",  # TRL's default; implies padding-free batches
-        # TRL defaults to gradient checkpointing and bf16; ours trains fp32 without checkpointing
-        # on CPU, so both are turned off to train the same way.
+        # TRL defaults to gradient checkpointing and bf16; ours does not checkpoint, and uses
+        # bf16 where `precision` says so: both train the same way.
         gradient_checkpointing=False,
-        bf16=False,
+        bf16=uses_bf16(config.precision, torch.device("cpu")),
+        torch_compile=config.compile,
         use_cpu=True,
         seed=config.seed,
         data_seed=config.seed,
@@ -345,10 +356,13 @@ def run_one(
     pad_id = int(AutoTokenizer.from_pretrained(model_dir).pad_token_id)
     runner = run_ours if system == "ours" else run_trl
     meter, trainable = runner(config, model_dir, data, packing, pad_id)
+    from finetune.trainer import uses_bf16
+
     return {
         "system": system_label(system, packing),
         "trainable_params": trainable,
         "threads": torch.get_num_threads(),
+        "bf16": uses_bf16(config.precision, torch.device("cpu")),
         **meter.summary(),
     }
 
@@ -521,13 +535,22 @@ def prepare_model(shape: str) -> Path:
     return target
 
 
-def write_data(path: Path, rows: int, seed: int) -> None:
-    """`rows` short chat rows of scripts/demo_data.py as JSONL."""
+def write_data(path: Path, rows: int, seed: int, max_turns: int = 1) -> None:
+    """`rows` chat rows of scripts/demo_data.py as JSONL: conversations of 1 to `max_turns`
+    question-answer turns (uniformly), so that with `max_turns` > 1 row lengths spread as in
+    real chat data instead of all being about as short (15-40 tokens for one turn)."""
+    import random
+
     from scripts import demo_data
 
+    rng = random.Random(seed)
+    turns = iter(demo_data.train_rows(seed, rows * max_turns))
     with path.open("w", encoding="utf-8") as f:
-        for row in demo_data.train_rows(seed, rows):
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        for _ in range(rows):
+            messages = [
+                m for _ in range(rng.randint(1, max_turns)) for m in next(turns)["messages"]
+            ]
+            f.write(json.dumps({"messages": messages}, ensure_ascii=False) + "\n")
 
 
 def compare(config: BenchConfig, repeats: int, out: Path) -> None:
@@ -537,7 +560,7 @@ def compare(config: BenchConfig, repeats: int, out: Path) -> None:
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-finetune-") as tmp:
         data = Path(tmp) / "train.jsonl"
-        write_data(data, config.rows, config.seed)
+        write_data(data, config.rows, config.seed, config.max_turns)
         for repeat in range(repeats):
             for system, packing in RUNS:
                 log = out / f"{system}-{'packed' if packing else 'padded'}.log"
@@ -583,6 +606,11 @@ def main(argv: list[str] | None = None) -> None:
     cmp = commands.add_parser("compare", help="ours vs TRL, every run in its own process")
     cmp.add_argument("--shape", choices=sorted(SHAPES), default=defaults.shape)
     cmp.add_argument("--rows", type=int, default=defaults.rows, help="training rows")
+    cmp.add_argument(
+        "--max-turns", type=int, default=defaults.max_turns, help="turns per row: 1..this"
+    )
+    cmp.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=defaults.precision)
+    cmp.add_argument("--compile", action="store_true", help="torch.compile in both trainers")
     cmp.add_argument("--steps", type=int, default=defaults.steps, help="optimiser steps")
     cmp.add_argument("--warmup", type=int, default=defaults.warmup, help="steps not timed")
     cmp.add_argument("--batch-tokens", type=int, default=defaults.batch_tokens)
@@ -602,6 +630,9 @@ def main(argv: list[str] | None = None) -> None:
         config = BenchConfig(
             shape=args.shape,
             rows=args.rows,
+            max_turns=args.max_turns,
+            precision=args.precision,
+            compile=args.compile,
             steps=args.steps,
             warmup=args.warmup,
             batch_tokens=args.batch_tokens,

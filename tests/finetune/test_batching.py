@@ -1,5 +1,7 @@
 """Packing: several rows in one sequence give exactly the loss of the rows run one by one."""
 
+import dataclasses
+import random
 from pathlib import Path
 
 import pytest
@@ -79,3 +81,18 @@ def test_fixed_shape_batches_all_have_one_shape_and_the_same_loss(model_and_exam
         loss_b, count_b = batch_loss(model, b)
         assert count_a == count_b
         torch.testing.assert_close(loss_a, loss_b, rtol=1e-5, atol=1e-4)
+
+
+def test_packing_fills_sequences_with_rows_of_many_lengths(model_and_examples) -> None:
+    _, examples = model_and_examples
+    rng = random.Random(0)
+    # Rows of 15..175 tokens in random order, packed into 256-token sequences.
+    rows = [
+        dataclasses.replace(e, input_ids=[5] * n, targets=[5] * n)
+        for e, n in zip(examples * 100, (rng.randint(15, 175) for _ in range(1200)), strict=False)
+    ]
+    batches = make_batches(rows, batch_tokens=2048, seq_len=256, packing=True, pad_id=0)
+    tokens = sum(len(r.input_ids) for r in rows)
+    padding = 1 - tokens / sum(b.num_tokens for b in batches)
+    assert padding < 0.05
+    assert sum(b.num_target_tokens for b in batches) == tokens  # every row, once
