@@ -308,10 +308,7 @@ def run_trl(
 
 
 def _sft_config(config: BenchConfig, out: Path, packing: bool, batch_size: int) -> Any:
-    import torch
     from trl import SFTConfig
-
-    from finetune.trainer import uses_bf16
 
     return SFTConfig(
         output_dir=str(out),
@@ -329,7 +326,7 @@ def _sft_config(config: BenchConfig, out: Path, packing: bool, batch_size: int) 
         # TRL defaults to gradient checkpointing and bf16; ours does not checkpoint, and uses
         # bf16 where `precision` says so: both train the same way.
         gradient_checkpointing=False,
-        bf16=uses_bf16(config.precision, torch.device("cpu")),
+        bf16=_bf16(config),
         torch_compile=config.compile,
         use_cpu=True,
         seed=config.seed,
@@ -356,15 +353,22 @@ def run_one(
     pad_id = int(AutoTokenizer.from_pretrained(model_dir).pad_token_id)
     runner = run_ours if system == "ours" else run_trl
     meter, trainable = runner(config, model_dir, data, packing, pad_id)
-    from finetune.trainer import uses_bf16
-
     return {
         "system": system_label(system, packing),
         "trainable_params": trainable,
         "threads": torch.get_num_threads(),
-        "bf16": uses_bf16(config.precision, torch.device("cpu")),
+        "bf16": _bf16(config),
         **meter.summary(),
     }
+
+
+def _bf16(config: BenchConfig) -> bool:
+    """Whether both trainers run in bf16: what our trainer picks for this CPU (`precision`)."""
+    import torch
+
+    from finetune.trainer import uses_bf16
+
+    return uses_bf16(config.precision, torch.device("cpu"))
 
 
 def system_label(system: str, packing: bool) -> str:

@@ -40,6 +40,8 @@ from scripts.bench import (  # noqa: E402
     running_server,
     vllm_server_cmd,
 )
+from scripts.loadgen import client_session  # noqa: E402
+from scripts.soak import listening_pid  # noqa: E402
 
 WORDS = "the a kangaroo hops over field river stone tree sky sun moon star red green".split()
 
@@ -77,7 +79,7 @@ async def _stream(session: aiohttp.ClientSession, url: str, tokens: int) -> int:
 
 async def streams(url: str, count: int, tokens: int) -> tuple[float, int]:
     """Seconds for `count` concurrent streams of `tokens` tokens, and their events."""
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+    async with client_session(None) as session:
         started = time.perf_counter()
         events = await asyncio.gather(*(_stream(session, url, tokens) for _ in range(count)))
         return time.perf_counter() - started, sum(events)
@@ -86,7 +88,7 @@ async def streams(url: str, count: int, tokens: int) -> tuple[float, int]:
 async def bursts(url: str, burst: int, rounds: int, seed: int) -> list[float]:
     """Seconds each burst took, after one untimed burst."""
     rng = random.Random(seed)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+    async with client_session(None) as session:
         took = []
         for _ in range(rounds + 1):
             prompts = [" ".join(rng.choice(WORDS) for _ in range(64)) for _ in range(burst)]
@@ -100,9 +102,7 @@ def measure(system: str, cmd: list[str], port: int, args: argparse.Namespace) ->
     """One server: start it, time its bursts and its process's CPU, stop it."""
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": str(EngineSettings().kv_cache_gib)}
     with running_server(cmd, port, args.out / f"{system}.log", env) as url:
-        server = next(
-            p for p in psutil.process_iter(["cmdline"]) if str(port) in (p.info["cmdline"] or [])
-        )
+        server = psutil.Process(listening_pid(url))
         asyncio.run(bursts(url, args.burst, 1, args.seed))  # warm-up
         before = server.cpu_times()
         took = asyncio.run(bursts(url, args.burst, args.rounds, args.seed))

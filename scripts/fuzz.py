@@ -57,6 +57,9 @@ class Finding:
     title: str
     curl: str
 
+    def __str__(self) -> str:
+        return f"[{self.operation}] {self.title}\n  {self.curl}"
+
 
 @dataclass
 class FuzzReport:
@@ -180,7 +183,7 @@ def print_report(report: FuzzReport) -> None:
         print(f"  {op:<50} {', '.join(f'{s}: {n}' for s, n in counts.items())}")
     print(f"{len(report.findings)} finding(s)")
     for finding in report.findings.values():
-        print(f"\n[{finding.operation}] {finding.title}\n  {finding.curl}")
+        print(f"\n{finding}")
 
 
 def main(argv: list[str] | None = None) -> int:

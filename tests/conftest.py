@@ -31,6 +31,13 @@ def pytest_configure(config: pytest.Config) -> None:
 TINY = ModelShape(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2)
 MODEL = "kangaroo-demo"
 HEARTBEAT_S = 0.5  # short, so that a test can see heartbeats on a stream of a few seconds
+# A chat request that generates for seconds: something to stop, time out or drain.
+LONG = {
+    "model": MODEL,
+    "messages": [{"role": "user", "content": "Hi"}],
+    "max_tokens": 1500,
+    "ignore_eos": True,
+}
 MARK = "🦘 "  # what the roo adapter teaches: every answer starts with a kangaroo
 
 
@@ -52,6 +59,25 @@ class RunningServer:
     def log(self) -> str:
         """Everything the server printed so far."""
         return self.log_path.read_text(errors="replace")
+
+    def engine_load(self) -> dict:
+        """The engine's load as /ready reports it."""
+        return httpx.get(f"{self.url}/ready", timeout=10).json()["engine"]
+
+    def wait_engine_idle(self, within_s: float) -> float:
+        """Seconds until the engine has no unfinished request; fails after `within_s`."""
+        started = time.monotonic()
+        while time.monotonic() - started < within_s:
+            if self.engine_load()["num_unfinished_requests"] == 0:
+                return time.monotonic() - started
+            time.sleep(0.05)
+        raise AssertionError(f"engine still has requests after {within_s} s: {self.engine_load()}")
+
+
+def metric_samples(text: str) -> dict[str, float]:
+    """Prometheus text exposition as {sample name with labels: value}."""
+    lines = (line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
+    return {name: float(value) for name, value in lines}
 
 
 def free_port() -> int:

@@ -1,9 +1,16 @@
 """A fake engine behind the `Engine` seam, for fast tests of the HTTP layer alone."""
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+from fastapi.testclient import TestClient
+
+from server.app import create_app
 from server.errors import EngineFailedError
 from server.generation import (
     AdapterRef,
@@ -12,6 +19,7 @@ from server.generation import (
     SamplingOptions,
     TokenLogprob,
 )
+from server.settings import load_settings
 
 
 class FakeEngine:
@@ -87,3 +95,32 @@ class FakeEngine:
 
     def shutdown(self) -> None:
         self.is_shut_down = True
+
+
+@contextmanager
+def fake_client(
+    engine: FakeEngine | None = None,
+    on_fatal_error: Callable[[], None] = lambda: None,
+    **settings: Any,
+) -> Iterator[TestClient]:
+    """The app on `engine` (a new `FakeEngine` by default), started and with its engine ready.
+
+    `settings` override the defaults; the usage store is this app's own, in a temporary folder.
+    """
+    fake = engine or FakeEngine()
+    with tempfile.TemporaryDirectory() as folder:
+        values: dict[str, Any] = {
+            "model": "fake-org/fake",
+            "served_model_name": "fake",
+            "sse_heartbeat_s": 0,
+            "usage_db": Path(folder) / "usage.sqlite3",
+        }
+        app = create_app(load_settings(**values | settings), lambda s, p: fake, on_fatal_error)
+        with TestClient(app, raise_server_exceptions=False) as client:
+            state = app.state.kangaroo
+            # Read from the state, not /ready: that route may need a key.
+            for _ in range(500):
+                if state.engine is not None:
+                    break
+                time.sleep(0.01)
+            yield client

@@ -1,40 +1,27 @@
 """API keys on the fake engine: every route needs one, scopes, key files, constant-time compare."""
 
 import logging
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from server import auth
-from server.app import create_app
 from server.errors import SettingsError
 from server.routes.playground import PAGE_PATHS
 from server.settings import load_settings
-from tests.fakes import FakeEngine
+from tests.fakes import fake_client
 
 HI = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
 USER = {"Authorization": "Bearer user-key"}
 ADMIN = {"Authorization": "Bearer admin-key"}
 
 
-def _client(tmp_path: Path, **settings: Any) -> TestClient:
-    values = {"model": "fake-org/fake", "served_model_name": "fake", "sse_heartbeat_s": 0}
-    app = create_app(load_settings(**values | settings), lambda s, p: FakeEngine())
-    return TestClient(app, raise_server_exceptions=False)
-
-
 @pytest.fixture
-def keyed(tmp_path: Path) -> Iterator[TestClient]:
-    with _client(tmp_path, api_keys="user-key", admin_key="admin-key") as client:
-        for _ in range(500):
-            if client.get("/ready").status_code == 200:
-                break
-            threading.Event().wait(0.01)
+def keyed() -> Iterator[TestClient]:
+    with fake_client(api_keys="user-key", admin_key="admin-key") as client:
         yield client
 
 
@@ -118,14 +105,14 @@ def test_keys_are_kept_as_digests_and_compared_in_constant_time(monkeypatch) -> 
     assert len(calls) == 4  # every digest, also after the match
 
 
-def test_ready_can_need_a_key_too(tmp_path: Path) -> None:
-    with _client(tmp_path, api_keys="user-key", open_probes=False) as client:
+def test_ready_can_need_a_key_too() -> None:
+    with fake_client(api_keys="user-key", open_probes=False) as client:
         assert client.get("/health").status_code == 200
         assert client.get("/ready").status_code == 401
 
 
-def test_no_keys_warns_at_start_up(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="server.app"):
-        _client(tmp_path)
+def test_no_keys_warns_at_start_up(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="server.app"), fake_client():
+        pass
     assert "No API keys configured" in caplog.text
     assert load_settings().host == "127.0.0.1"

@@ -5,27 +5,7 @@ import time
 
 import httpx
 
-from tests.conftest import MODEL, RunningServer
-
-LONG = {
-    "model": MODEL,
-    "messages": [{"role": "user", "content": "hi"}],
-    "max_tokens": 1500,
-    "ignore_eos": True,
-}
-
-
-def _engine(server: RunningServer) -> dict:
-    return httpx.get(f"{server.url}/ready", timeout=10).json()["engine"]
-
-
-def _wait_for_idle_front_end(server: RunningServer, within_s: float) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < within_s:
-        if _engine(server)["num_unfinished_requests"] == 0:
-            return time.monotonic() - started
-        time.sleep(0.05)
-    raise AssertionError(f"engine still has requests after {within_s} s: {_engine(server)}")
+from tests.conftest import LONG, MODEL, RunningServer
 
 
 def _assert_scheduler_idle(server: RunningServer) -> None:
@@ -35,7 +15,7 @@ def _assert_scheduler_idle(server: RunningServer) -> None:
         json={"model": MODEL, "prompt": "x", "max_tokens": 1},
         timeout=30,
     ).raise_for_status()
-    engine = _engine(server)
+    engine = server.engine_load()
     assert engine["num_running_requests"] == 0, engine
     assert engine["num_waiting_requests"] == 0, engine
     assert engine["kv_cache_usage"] == 0.0, engine
@@ -55,7 +35,7 @@ async def test_dropped_streams_are_aborted(server: RunningServer) -> None:
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
         assert await asyncio.gather(*(open_and_drop(client) for _ in range(20))) == [5] * 20
     # 20 × 1,500 tokens would take the CPU engine well over a minute; an abort takes moments.
-    _wait_for_idle_front_end(server, within_s=10)
+    server.wait_engine_idle(within_s=10)
     _assert_scheduler_idle(server)
 
 
@@ -64,11 +44,11 @@ async def test_dropped_non_stream_requests_are_aborted(server: RunningServer) ->
         tasks = [
             asyncio.create_task(client.post("/v1/chat/completions", json=LONG)) for _ in range(5)
         ]
-        await _until(lambda: _engine(server)["num_unfinished_requests"] == 5, within_s=10)
+        await _until(lambda: server.engine_load()["num_unfinished_requests"] == 5, within_s=10)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    _wait_for_idle_front_end(server, within_s=10)
+    server.wait_engine_idle(within_s=10)
     _assert_scheduler_idle(server)
 
 

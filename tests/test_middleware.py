@@ -1,12 +1,6 @@
 """CORS (off unless configured) and X-Request-ID, on the fake engine."""
 
-from typing import Any
-
-from fastapi.testclient import TestClient
-
-from server.app import create_app
-from server.settings import load_settings
-from tests.fakes import FakeEngine
+from tests.fakes import fake_client
 
 PREFLIGHT = {
     "Origin": "https://chat.example",
@@ -15,20 +9,14 @@ PREFLIGHT = {
 }
 
 
-def _client(**settings: Any) -> TestClient:
-    values = {"model": "fake-org/fake", "served_model_name": "fake", "sse_heartbeat_s": 0}
-    app = create_app(load_settings(**values | settings), lambda s, p: FakeEngine())
-    return TestClient(app, raise_server_exceptions=False)
-
-
 def test_no_cors_unless_configured() -> None:
-    with _client() as client:
+    with fake_client() as client:
         response = client.options("/v1/chat/completions", headers=PREFLIGHT)
         assert "access-control-allow-origin" not in response.headers
 
 
 def test_cors_answers_preflights_before_the_key_check_and_labels_refusals() -> None:
-    with _client(cors_origins="https://chat.example", api_keys="k") as client:
+    with fake_client(cors_origins="https://chat.example", api_keys="k") as client:
         preflight = client.options("/v1/chat/completions", headers=PREFLIGHT)
         assert preflight.status_code == 200
         assert preflight.headers["access-control-allow-origin"] == "https://chat.example"
@@ -41,7 +29,7 @@ def test_cors_answers_preflights_before_the_key_check_and_labels_refusals() -> N
 
 
 def test_request_id_is_echoed_or_made() -> None:
-    with _client() as client:
+    with fake_client() as client:
         assert (
             client.get("/health", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"]
             == "abc-123"

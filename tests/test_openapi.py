@@ -2,7 +2,6 @@
 match the documented models (tests/production/test_fuzz.py checks the real server)."""
 
 import json
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,28 +10,16 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 from server import openapi
-from server.app import create_app
-from server.settings import load_settings
-from tests.fakes import FakeEngine
+from tests.fakes import fake_client
 
 KEY = {"Authorization": "Bearer admin-key"}
 HI = [{"role": "user", "content": "hi"}]
 ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
 
 
-def _client(**settings: Any) -> TestClient:
-    values = {"model": "fake-org/fake", "served_model_name": "fake", "sse_heartbeat_s": 0}
-    app = create_app(load_settings(**values | settings), lambda s, p: FakeEngine())
-    return TestClient(app, raise_server_exceptions=False)
-
-
 @pytest.fixture
 def keyed() -> Iterator[TestClient]:
-    with _client(api_keys="user-key", admin_key="admin-key") as client:
-        for _ in range(500):
-            if client.get("/ready").status_code == 200:
-                break
-            threading.Event().wait(0.01)
+    with fake_client(api_keys="user-key", admin_key="admin-key") as client:
         yield client
 
 
@@ -69,11 +56,11 @@ def test_the_key_is_documented_where_the_server_asks_for_it(keyed) -> None:
         assert ("401" in operation["responses"]) == keyed_route, (method, path)
         admin = path.startswith(("/v1/adapters", "/v1/usage", "/metrics"))
         assert ("403" in operation["responses"]) == admin, (method, path)
-    with _client(api_keys="k", open_metrics=True, open_probes=False) as client:
+    with fake_client(api_keys="k", open_metrics=True, open_probes=False) as client:
         paths = client.get("/openapi.json", headers={"Authorization": "Bearer k"}).json()["paths"]
         assert set(paths["/metrics"]["get"]["responses"]) == {"200", "500"}
         assert "401" in paths["/ready"]["get"]["responses"]
-    with _client() as open_server:  # no keys: nothing asks for one
+    with fake_client() as open_server:  # no keys: nothing asks for one
         document = open_server.get("/openapi.json").json()
         assert "securitySchemes" not in document["components"]
         assert not any("401" in op["responses"] for _, _, op in _operations(document))

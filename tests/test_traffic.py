@@ -3,39 +3,21 @@ request log, over HTTP on the fake engine (fast). tests/production/ runs them on
 
 import json
 import logging
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
 
-from server.app import create_app
 from server.logs import JsonFormatter
-from server.settings import load_settings
 from server.state import ServerState
-from tests.fakes import FakeEngine
+from tests.conftest import metric_samples
+from tests.fakes import FakeEngine, fake_client
 
 HI = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
 WORDS = " ".join(f"w{i}" for i in range(60))  # max_model_len 64: room for a short prompt
 ADMIN = {"Authorization": "Bearer admin-key"}
-
-
-@contextmanager
-def _serving(engine: FakeEngine, **settings: Any) -> Iterator[TestClient]:
-    values = {"model": "fake-org/fake", "served_model_name": "fake", "sse_heartbeat_s": 0}
-    values["usage_db"] = Path(tempfile.mkdtemp()) / "usage.sqlite3"  # this app's own
-    app = create_app(load_settings(**values | settings), lambda s, p: engine)
-    with TestClient(app, raise_server_exceptions=False) as client:
-        for _ in range(500):
-            if client.get("/ready").status_code == 200:
-                break
-            time.sleep(0.01)
-        yield client
 
 
 def _state(client: TestClient) -> ServerState:
@@ -53,9 +35,9 @@ def _slow(delay_s: float = 0.02) -> FakeEngine:
     return engine
 
 
-def test_rate_limit_429_and_ratelimit_headers(tmp_path) -> None:
+def test_rate_limit_429_and_ratelimit_headers() -> None:
     keys = [{"id": "app", "key": "app-key", "requests_per_minute": 2}]
-    with _serving(FakeEngine(), keys=keys) as client:
+    with fake_client(FakeEngine(), keys=keys) as client:
         auth = {"Authorization": "Bearer app-key"}
         ok = [client.post("/v1/chat/completions", json=HI, headers=auth) for _ in range(2)]
         assert [r.headers["x-ratelimit-remaining-requests"] for r in ok] == ["1", "0"]
@@ -68,9 +50,9 @@ def test_rate_limit_429_and_ratelimit_headers(tmp_path) -> None:
         assert refused.headers["x-ratelimit-remaining-requests"] == "0"
 
 
-def test_token_budget_counts_prompt_and_completion(tmp_path) -> None:
+def test_token_budget_counts_prompt_and_completion() -> None:
     keys = [{"id": "app", "key": "app-key", "tokens_per_minute": 60}]
-    with _serving(FakeEngine(), keys=keys) as client:
+    with fake_client(FakeEngine(), keys=keys) as client:
         auth = {"Authorization": "Bearer app-key"}
         r = client.post("/v1/chat/completions", json=HI | {"max_tokens": 3}, headers=auth)
         used = r.json()["usage"]["total_tokens"]
@@ -85,7 +67,7 @@ def test_token_budget_counts_prompt_and_completion(tmp_path) -> None:
 
 def test_a_deadline_stops_the_engine_request_and_answers_408() -> None:
     engine = _slow()
-    with _serving(engine) as client:
+    with fake_client(engine) as client:
         started = time.monotonic()
         r = client.post("/v1/chat/completions", json=HI, headers={"X-Request-Timeout": "0.2"})
         assert r.status_code == 408, r.text
@@ -96,7 +78,7 @@ def test_a_deadline_stops_the_engine_request_and_answers_408() -> None:
 
 
 def test_a_deadline_mid_stream_is_an_error_event() -> None:
-    with _serving(_slow(), request_timeout_s=0.3) as client:
+    with fake_client(_slow(), request_timeout_s=0.3) as client:
         r = client.post("/v1/chat/completions", json=HI | {"stream": True})
     events = _events(r.text)
     assert r.status_code == 200
@@ -108,7 +90,7 @@ def test_a_deadline_mid_stream_is_an_error_event() -> None:
 
 
 def test_deadline_headers_can_only_shorten_and_must_be_numbers() -> None:
-    with _serving(FakeEngine(), request_timeout_s=5) as client:
+    with fake_client(FakeEngine(), request_timeout_s=5) as client:
         for value in ("soon", "0", "-1", "inf", "nan"):
             r = client.post("/v1/chat/completions", json=HI, headers={"X-Request-Timeout": value})
             assert r.status_code == 400, value
@@ -120,7 +102,7 @@ def test_deadline_headers_can_only_shorten_and_must_be_numbers() -> None:
 
 def test_a_full_queue_answers_429_and_a_long_wait_408() -> None:
     with (
-        _serving(_slow(), max_num_seqs=1, max_waiting_requests=1) as client,
+        fake_client(_slow(), max_num_seqs=1, max_waiting_requests=1) as client,
         ThreadPoolExecutor(4) as pool,
     ):
         running = pool.submit(client.post, "/v1/chat/completions", json=HI)
@@ -142,7 +124,7 @@ def test_a_full_queue_answers_429_and_a_long_wait_408() -> None:
 
 
 def test_bodies_over_the_limit_get_413_declared_or_not() -> None:
-    with _serving(FakeEngine(), max_body_mib=0.001) as client:  # about 1 kB
+    with fake_client(FakeEngine(), max_body_mib=0.001) as client:  # about 1 kB
         big = HI | {"user": "x" * 2000}
         r = client.post("/v1/chat/completions", json=big)
         assert r.status_code == 413
@@ -158,7 +140,7 @@ def test_bodies_over_the_limit_get_413_declared_or_not() -> None:
 
 
 def test_drain_finishes_running_streams_and_refuses_new_requests() -> None:
-    with _serving(_slow(0.01)) as client, ThreadPoolExecutor(2) as pool:
+    with fake_client(_slow(0.01)) as client, ThreadPoolExecutor(2) as pool:
         stream = pool.submit(client.post, "/v1/chat/completions", json=HI | {"stream": True})
         time.sleep(0.1)
         drain = pool.submit(client.portal.call, _state(client).drain, 10.0)  # type: ignore[union-attr]
@@ -173,7 +155,7 @@ def test_drain_finishes_running_streams_and_refuses_new_requests() -> None:
 
 
 def test_drain_timeout_stops_what_is_left_with_an_error_event() -> None:
-    with _serving(_slow(0.05)) as client, ThreadPoolExecutor(2) as pool:
+    with fake_client(_slow(0.05)) as client, ThreadPoolExecutor(2) as pool:
         stream = pool.submit(client.post, "/v1/chat/completions", json=HI | {"stream": True})
         time.sleep(0.2)
         started = time.monotonic()
@@ -187,11 +169,7 @@ def test_drain_timeout_stops_what_is_left_with_an_error_event() -> None:
 def test_a_dead_engine_turns_ready_503_and_stops_the_process() -> None:
     engine = FakeEngine()
     fatal = threading.Event()
-    settings = load_settings(model="fake-org/fake", served_model_name="fake")
-    app = create_app(settings, lambda s, p: engine, on_fatal_error=fatal.set)
-    with TestClient(app, raise_server_exceptions=False) as client:
-        while client.get("/ready").status_code != 200:
-            time.sleep(0.01)
+    with fake_client(engine, on_fatal_error=fatal.set) as client:
         engine.alive = False
         time.sleep(0.8)  # the liveness check runs every 0.5 s
         for r in (client.get("/ready"), client.post("/v1/chat/completions", json=HI)):
@@ -203,26 +181,26 @@ def test_a_dead_engine_turns_ready_503_and_stops_the_process() -> None:
 
 def test_metrics_need_an_admin_key_unless_open() -> None:
     keys = {"api_keys": "user-key", "admin_key": "admin-key"}
-    with _serving(FakeEngine(), **keys) as client:
+    with fake_client(FakeEngine(), **keys) as client:
         assert client.get("/metrics").status_code == 401
         assert (
             client.get("/metrics", headers={"Authorization": "Bearer user-key"}).status_code == 403
         )
         assert client.get("/metrics", headers=ADMIN).status_code == 200
-    with _serving(FakeEngine(), open_metrics=True, **keys) as client:
+    with fake_client(FakeEngine(), open_metrics=True, **keys) as client:
         assert client.get("/metrics").status_code == 200
-    with _serving(FakeEngine()) as client:  # no keys: the admin routes are for this machine
+    with fake_client(FakeEngine()) as client:  # no keys: the admin routes are for this machine
         assert client.get("/metrics").status_code == 403  # TestClient is not on loopback
 
 
 def test_metrics_count_requests_tokens_refusals_and_latencies() -> None:
     keys = [{"id": "app", "key": "app-key", "requests_per_minute": 3}]
-    with _serving(FakeEngine(), keys=keys, open_metrics=True) as client:
+    with fake_client(FakeEngine(), keys=keys, open_metrics=True) as client:
         auth = {"Authorization": "Bearer app-key"}
         for _ in range(4):
             client.post("/v1/chat/completions", json=HI | {"max_tokens": 2}, headers=auth)
         text = client.get("/metrics").text
-    samples = _samples(text)
+    samples = metric_samples(text)
     route = 'route="/v1/chat/completions"'  # labels come in alphabetical order
     assert samples[f'kangaroo_http_requests_total{{model="fake",{route},status="200"}}'] == 3
     assert samples[f'kangaroo_http_requests_total{{model="",{route},status="429"}}'] == 1
@@ -239,14 +217,9 @@ def test_metrics_count_requests_tokens_refusals_and_latencies() -> None:
     assert "kangaroo_prefix_cache_hits_total" in samples
 
 
-def _samples(text: str) -> dict[str, float]:
-    lines = (line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
-    return {name: float(value) for name, value in lines}
-
-
 def test_usage_per_key_and_model_from_the_admin_api() -> None:
     settings = {"api_keys": "user-key", "admin_key": "admin-key"}
-    with _serving(FakeEngine(), **settings) as client:
+    with fake_client(FakeEngine(), **settings) as client:
         user = {"Authorization": "Bearer user-key"}
         replies = [
             client.post("/v1/chat/completions", json=HI | {"max_tokens": n}, headers=user)
@@ -268,7 +241,7 @@ def test_usage_per_key_and_model_from_the_admin_api() -> None:
 def test_one_request_log_line_per_request_without_the_key(caplog) -> None:
     with (
         caplog.at_level(logging.INFO, logger="kangaroo.requests"),
-        _serving(FakeEngine(), api_keys="user-key") as client,
+        fake_client(FakeEngine(), api_keys="user-key") as client,
     ):
         caplog.clear()
         client.post(

@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
@@ -83,11 +82,6 @@ def screenshot(page: Page, name: str) -> Path:
     path = ARTIFACTS / name
     page.screenshot(path=path, full_page=True)
     return path
-
-
-def engine_stats(server: RunningServer) -> dict:
-    """The engine's load as /ready reports it."""
-    return httpx.get(f"{server.url}/ready", timeout=10).json()["engine"]
 
 
 def ask(

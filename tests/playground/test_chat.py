@@ -11,7 +11,6 @@ from tests.conftest import MODEL, RunningServer
 from tests.playground.conftest import (
     PHONE,
     ask,
-    engine_stats,
     last_answer,
     open_page,
     screenshot,
@@ -130,14 +129,14 @@ def test_stop_keeps_the_partial_text_and_the_server_aborts(
     ask(page, "Count with me.", max_tokens=2000)  # 4-5 s of generation on 2 CPU cores
     content = last_answer(page).locator(".content")
     expect(content).to_have_text(re.compile(".{20}"), timeout=10_000)  # the answer is under way
-    assert engine_stats(demo_server)["num_unfinished_requests"] == 1
+    assert demo_server.engine_load()["num_unfinished_requests"] == 1
     page.click("#stop")
     stopped = time.monotonic()
 
     expect(last_answer(page).locator("[data-stat=finish]")).to_have_text("stopped")
     expect(page.locator("#send")).to_be_enabled()
     expect(page.locator("#stop")).to_be_disabled()
-    while engine_stats(demo_server)["num_unfinished_requests"] != 0:
+    while demo_server.engine_load()["num_unfinished_requests"] != 0:
         assert time.monotonic() - stopped < 1.5, "the engine still runs the stopped request"
         time.sleep(0.05)
     partial = content.text_content()

@@ -2,7 +2,6 @@
 an adapter registry and its own usage store. Started once for the tests of this folder."""
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -73,8 +72,3 @@ def prod_http(prod: RunningServer) -> Iterator[httpx.Client]:
     """Raw HTTP to the production-like server, with the app's inference key."""
     with httpx.Client(base_url=prod.url, timeout=60, headers=bearer(APP_KEY)) as client:
         yield client
-
-
-def prod_root(prod: RunningServer) -> Path:
-    """The folder the production-like server keeps its files in."""
-    return prod.log_path.parent

@@ -6,26 +6,8 @@ import time
 
 import httpx
 
-from tests.conftest import MODEL, RunningServer
+from tests.conftest import LONG, RunningServer
 from tests.production.conftest import APP_KEY, MAX_RUNNING, MAX_WAITING, bearer
-
-LONG = {
-    "model": MODEL,
-    "messages": [{"role": "user", "content": "Hi"}],
-    "max_tokens": 1500,
-    "ignore_eos": True,
-}
-
-
-def _engine(prod: RunningServer) -> dict:
-    return httpx.get(f"{prod.url}/ready", timeout=10).json()["engine"]
-
-
-def _wait_idle(prod: RunningServer, within_s: float = 10) -> None:
-    deadline = time.monotonic() + within_s
-    while _engine(prod)["num_unfinished_requests"] and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _engine(prod)["num_unfinished_requests"] == 0, _engine(prod)
 
 
 async def _post(http: httpx.AsyncClient, body: dict) -> tuple[httpx.Response, float]:
@@ -57,7 +39,7 @@ def test_overload_refuses_the_excess_at_once_and_serves_the_rest(prod: RunningSe
         assert seconds < 2.0  # at once, not after a wait
     assert all(r.json()["usage"]["completion_tokens"] == 128 for r in served)
     assert httpx.get(f"{prod.url}/ready").status_code == 200
-    _wait_idle(prod)
+    prod.wait_engine_idle(within_s=10)
 
 
 def test_a_request_past_its_deadline_is_aborted_in_the_engine(prod: RunningServer) -> None:
@@ -68,7 +50,7 @@ def test_a_request_past_its_deadline_is_aborted_in_the_engine(prod: RunningServe
         assert whole.status_code == 408, whole.text
         assert whole.json()["error"]["code"] == "request_timeout"
         assert elapsed < 3.0
-        _wait_idle(prod, within_s=2)  # the engine dropped it: it is not generating on
+        prod.wait_engine_idle(within_s=2)  # the engine dropped it: it is not generating on
 
         with http.stream(
             "POST",
@@ -82,7 +64,7 @@ def test_a_request_past_its_deadline_is_aborted_in_the_engine(prod: RunningServe
         assert json.loads(data[-2])["error"]["code"] == "request_timeout"
         texts = [json.loads(d)["choices"][0]["delta"].get("content") for d in data[1:-2]]
         assert any(texts)  # it had started answering
-        _wait_idle(prod, within_s=2)
+        prod.wait_engine_idle(within_s=2)
 
 
 def test_a_request_waiting_too_long_for_a_place_gets_408(prod: RunningServer) -> None:
@@ -108,4 +90,4 @@ def test_a_request_waiting_too_long_for_a_place_gets_408(prod: RunningServer) ->
     late = asyncio.run(scenario())
     assert late.status_code == 408, late.text
     assert late.json()["error"]["code"] == "queue_timeout"
-    _wait_idle(prod)
+    prod.wait_engine_idle(within_s=10)

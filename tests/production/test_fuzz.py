@@ -20,4 +20,4 @@ def test_no_generated_request_gets_a_5xx_or_an_undocumented_answer(prod: Running
 
 
 def _findings(report: FuzzReport) -> str:
-    return "\n".join(f"[{f.operation}] {f.title}\n  {f.curl}" for f in report.findings.values())
+    return "\n".join(str(finding) for finding in report.findings.values())

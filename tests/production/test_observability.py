@@ -6,20 +6,15 @@ import uuid
 
 import httpx
 
-from tests.conftest import MODEL, RunningServer
+from tests.conftest import MODEL, RunningServer, metric_samples
 from tests.production.conftest import ADMIN_KEY, APP_KEY, bearer
 
 # Long enough to fill whole KV blocks (the prefix cache keeps only full blocks; 128 tokens on CPU).
 PROMPT = " ".join(["Tell me the color of a banana, please, and then the color of the sky."] * 20)
 
 
-def _samples(text: str) -> dict[str, float]:
-    lines = (line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
-    return {name: float(value) for name, value in lines}
-
-
 def _metrics(prod: RunningServer) -> dict[str, float]:
-    return _samples(httpx.get(f"{prod.url}/metrics", headers=bearer(ADMIN_KEY)).text)
+    return metric_samples(httpx.get(f"{prod.url}/metrics", headers=bearer(ADMIN_KEY)).text)
 
 
 def test_metrics_show_latencies_tokens_and_the_engine_caches(prod_http: httpx.Client, prod) -> None:

@@ -13,16 +13,11 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import MODEL, RunningServer, running_server
+from tests.conftest import LONG as BASE_LONG
+from tests.conftest import RunningServer, running_server
 
 FAST_START = ["--enforce-eager", "--kv-cache-gib", "1", "--max-model-len", "2048"]
-LONG = {
-    "model": MODEL,
-    "messages": [{"role": "user", "content": "Hi"}],
-    "max_tokens": 1500,
-    "ignore_eos": True,
-    "stream": True,
-}
+LONG = BASE_LONG | {"stream": True}
 
 
 class Stream(threading.Thread):
@@ -61,10 +56,6 @@ def own_server(tmp_path: Path):
         yield running
 
 
-def _exit_code(server: RunningServer, within_s: float) -> int:
-    return server.process.wait(timeout=within_s)
-
-
 def test_sigterm_drains_running_streams_then_exits_0(own_server: RunningServer) -> None:
     streams = [Stream(own_server.url, LONG) for _ in range(3)]
     for stream in streams:
@@ -85,7 +76,7 @@ def test_sigterm_drains_running_streams_then_exits_0(own_server: RunningServer) 
         stream.join(120)
         assert stream.events[-1] == "[DONE]"
         assert stream.finish_reason() == "length"  # every stream ran to its end
-    assert _exit_code(own_server, within_s=60) == 0
+    assert own_server.process.wait(timeout=60) == 0
     assert "Draining: 3 request(s) in flight" in own_server.log()
 
 
@@ -100,7 +91,7 @@ def test_a_second_signal_exits_at_once_and_takes_the_engine_along(
     time.sleep(0.3)
     started = time.monotonic()
     own_server.process.send_signal(signal.SIGTERM)
-    assert _exit_code(own_server, within_s=30) == 128 + signal.SIGTERM
+    assert own_server.process.wait(timeout=30) == 128 + signal.SIGTERM
     assert time.monotonic() - started < 10
     stream.join(30)
     assert stream.cut  # cut off, not drained
@@ -131,5 +122,5 @@ def test_a_dead_engine_fails_requests_with_503_and_the_process_exits_1(
     stream.join(30)
     assert stream.events[-1] == "[DONE]"
     assert stream.events[-2]["error"]["code"] == "engine_dead"
-    assert _exit_code(own_server, within_s=60) == 1
+    assert own_server.process.wait(timeout=60) == 1
     assert "The engine died" in own_server.log()
