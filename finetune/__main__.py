@@ -4,11 +4,11 @@ Exit codes: 0 done; 1 the data has invalid rows or training failed a check; 2 ba
 """
 
 import sys
+from pathlib import Path
 
 from finetune.push import PushSettings
 from finetune.settings import DataSettings, TrainSettings
-from server.errors import KangarooError, SettingsError
-from server.settings import parse_settings
+from server.contract import KangarooError, SettingsError, parse_settings, server_rank_for
 
 USAGE = """usage: python -m finetune {validate,train,push} [flags]  (a command's --help: its flags)
 
@@ -43,9 +43,8 @@ def validate(settings: DataSettings) -> int:
     from transformers import AutoConfig, AutoTokenizer
 
     from finetune.data import load_dataset
-    from finetune.trainer import resolve_base
 
-    base = resolve_base(settings.base)
+    base = base_folder(settings.base)
     tokenizer = AutoTokenizer.from_pretrained(base)
     context_len = int(AutoConfig.from_pretrained(base).max_position_embeddings)
     dataset = load_dataset(
@@ -61,17 +60,26 @@ def train(settings: TrainSettings) -> int:
     """Train and report where the result went."""
     from finetune.trainer import train as run
 
-    result = run(settings)
+    result = run(settings.model_copy(update={"base": str(base_folder(settings.base))}))
     eval_part = "" if result.eval_loss is None else f", eval loss {result.eval_loss:.4f}"
     print(
         f"Wrote {result.out}: {result.steps} steps, train loss {result.train_loss:.4f}{eval_part}, "
         f"{result.tokens_per_s:,.0f} tokens/s"
     )
     if not settings.full:
-        from finetune.preflight import server_rank_for
-
         print(f"Serve it with --enable-lora --max-lora-rank {server_rank_for(settings.rank)}")
     return 0
+
+
+def base_folder(base: str) -> Path:
+    """The base model folder; 'demo' is the built-in demo model, built on first use in the
+    server's cache folder (the same one `kangaroo-serve` uses)."""
+    if base != "demo":
+        return Path(base).expanduser()
+    from finetune.demo.build import ensure_demo_model
+    from server.settings import load_settings
+
+    return ensure_demo_model(load_settings(None).cache_dir)
 
 
 def push(settings: PushSettings) -> int:

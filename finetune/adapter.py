@@ -1,9 +1,9 @@
-"""The adapter folder: the contract between `finetune` (the one writer) and the server.
+"""Writing the adapter folder, whose names and manifest `server.contract` fixes for both sides.
 
     OUT/
       adapter_config.json        PEFT LoRA config (r, lora_alpha, target_modules, ...)
       adapter_model.safetensors  only lora_A / lora_B tensors
-      kangaroo-adapter.json      the manifest (MANIFEST_NAME): base fingerprint, data, losses
+      kangaroo-adapter.json      the manifest: base fingerprint, data, losses
       metrics.jsonl, loss.png    training record
 
 A `--full` run writes a model folder instead (config, weights, tokenizer) with the same
@@ -11,7 +11,6 @@ manifest, `kind: "full"`. Folders are assembled under a temporary name and renam
 so a crash never leaves a folder that looks complete.
 """
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,29 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-MANIFEST_NAME = "kangaroo-adapter.json"
-MANIFEST_FORMAT = 1
-# Config keys that change with the library that saved the model, not with the model.
-_VOLATILE_CONFIG_KEYS = {"transformers_version", "_name_or_path", "dtype", "torch_dtype"}
-
-
-def base_fingerprint(config: dict[str, Any], tokenizer: Any) -> str:
-    """sha256 over the base model's config, vocabulary and chat template.
-
-    An adapter is only meaningful on the base it was trained on: the server compares this with
-    the fingerprint of the model it serves.
-    """
-    digest = hashlib.sha256()
-    stable = {k: v for k, v in config.items() if k not in _VOLATILE_CONFIG_KEYS}
-    for part in (
-        stable,
-        sorted(tokenizer.get_vocab().items()),
-        tokenizer.all_special_tokens,
-        tokenizer.chat_template or "",
-    ):
-        digest.update(json.dumps(part, sort_keys=True, ensure_ascii=False).encode())
-        digest.update(b"\0")
-    return digest.hexdigest()
+from server.contract import MANIFEST_FORMAT, MANIFEST_NAME
 
 
 def package_versions() -> dict[str, str]:
@@ -68,12 +45,6 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     """Write the manifest into `folder`."""
     text = json.dumps({"format": MANIFEST_FORMAT, **manifest}, indent=2, ensure_ascii=False)
     (folder / MANIFEST_NAME).write_text(text + "\n")
-
-
-def read_manifest(folder: Path) -> dict[str, Any]:
-    """The manifest of an adapter or model folder written by `finetune`."""
-    manifest: dict[str, Any] = json.loads((folder / MANIFEST_NAME).read_text())
-    return manifest
 
 
 @contextmanager

@@ -11,17 +11,11 @@ from typing import Any
 
 from torch import nn
 
-from server.errors import KangarooError
-from server.settings import LORA_RANKS
+from server.contract import LORA_RANKS, KangarooError, server_rank_for
 
 
 class PreflightError(KangarooError):
     """The adapter as configured would not load in vLLM; the message says what to change."""
-
-
-def server_rank_for(rank: int) -> int:
-    """The smallest `max_lora_rank` setting that serves an adapter of rank `rank`."""
-    return min(r for r in LORA_RANKS if r >= rank)
 
 
 def check_lora(lora_config: Any, model: nn.Module, tokenizer: Any) -> None:

@@ -12,9 +12,7 @@ import httpx
 from pydantic import Field, SecretStr
 from pydantic_settings import CliPositionalArg, SettingsConfigDict
 
-from server.adapter_checks import ADAPTER_FILES, WEIGHTS_NAME
-from server.errors import KangarooError
-from server.settings import LayeredSettings
+from server.contract import ADAPTER_FILES, WEIGHTS_NAME, KangarooError, LayeredSettings
 
 
 class PushSettings(LayeredSettings):

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from server.settings import LayeredSettings, split_commas
+from server.contract import LayeredSettings, split_commas
 
 # The seven linear projections of a Llama block: LoRA on all of them learns fastest per step.
 LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

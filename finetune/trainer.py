@@ -27,9 +27,9 @@ from tqdm import tqdm
 from finetune import adapter, report
 from finetune.batching import Batch, epoch_order, make_batches
 from finetune.data import IGNORE, Dataset, load_dataset
-from finetune.preflight import check_lora, server_rank_for
+from finetune.preflight import check_lora
 from finetune.settings import TrainSettings
-from server.errors import KangarooError
+from server.contract import KangarooError, base_fingerprint, server_rank_for
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -51,11 +51,14 @@ class TrainResult:
 
 
 def train(settings: TrainSettings) -> TrainResult:
-    """Run the whole training described by `settings` and write the output folder."""
+    """Run the whole training described by `settings` and write the output folder.
+
+    `settings.base` is a model folder (the CLI turns `demo` into the demo model's folder).
+    """
     torch.manual_seed(settings.seed)
     device = _device(settings.device)
     bf16 = uses_bf16(settings.precision, device)
-    base_dir = resolve_base(settings.base)
+    base_dir = Path(settings.base).expanduser()
     tokenizer, model = load_base(base_dir, bf16_base=bf16 and not settings.full)
     context_len = int(model.config.max_position_embeddings)
     seq_len = min(settings.max_seq_len, context_len)
@@ -117,16 +120,6 @@ def train(settings: TrainSettings) -> TrainResult:
     _export(settings, model, tokenizer, base_dir, train_set, eval_set, result, work)
     shutil.rmtree(work)
     return result
-
-
-def resolve_base(base: str) -> Path:
-    """The base model folder; 'demo' is the built-in demo model, built on first use."""
-    if base != "demo":
-        return Path(base).expanduser()
-    from server.demo_model import ensure_demo_model
-    from server.settings import load_settings
-
-    return ensure_demo_model(load_settings(None).cache_dir)
 
 
 def load_base(base_dir: Path, bf16_base: bool) -> tuple[Any, nn.Module]:
@@ -436,7 +429,7 @@ def _manifest(
         "kind": "full" if settings.full else "lora",
         "base_model": {
             "path": str(base_dir.resolve()),
-            "fingerprint": adapter.base_fingerprint(base_config, tokenizer),
+            "fingerprint": base_fingerprint(base_config, tokenizer),
         },
         "lora": lora,
         "data": _data_record(train_set),

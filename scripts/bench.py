@@ -228,7 +228,7 @@ def prepare_model(size: str, model: str | None) -> str:
     """The model folder to benchmark: given, or the demo / ~100 M model built from nothing."""
     if model:
         return model
-    from server.demo_model import BENCH_100M_SHAPE, build_base_model, ensure_demo_model
+    from finetune.demo.build import BENCH_100M_SHAPE, build_base_model, ensure_demo_model
     from server.settings import load_settings
 
     cache = load_settings([]).cache_dir

@@ -47,7 +47,7 @@ def random_adapter(
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from finetune.adapter import MANIFEST_NAME, base_fingerprint
+    from server.contract import MANIFEST_NAME, base_fingerprint
 
     values: dict[str, Any] = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}
     torch.manual_seed(seed)
@@ -73,7 +73,7 @@ def random_adapter(
 
 async def push_and_chat(url: str, name: str, folder: Path) -> dict[str, float]:
     """Upload `folder` as `name`, then stream a chat with it: the timings in seconds."""
-    from server.adapter_checks import ADAPTER_FILES
+    from server.adapters.checks import ADAPTER_FILES
 
     files = [
         ("files", (n, (folder / n).read_bytes())) for n in ADAPTER_FILES if (folder / n).exists()
@@ -124,7 +124,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="folder for results.json")
     args = parser.parse_args()
 
-    from server.demo_model import ensure_demo_model
+    from finetune.demo.build import ensure_demo_model
     from server.settings import load_settings
 
     model_dir = ensure_demo_model(load_settings([]).cache_dir)

@@ -4,7 +4,7 @@
 
 Each system trains a LoRA adapter (r=16, alpha=32, all seven projections of every block) on the
 same random-weight Llama (built here from nothing, cached), the same short chat rows of
-scripts/demo_data.py, with the same learning rate, schedule, gradient clipping, precision
+finetune/demo/skills.py, with the same learning rate, schedule, gradient clipping, precision
 (`--precision`: both bf16 or both fp32; `auto` is what our trainer picks for this CPU) and
 compilation (`--compile`: ours with `--compile`, TRL with `torch_compile`; off by default)
 and number of optimiser steps, in a process of its own (so peaks of memory do not mix). Four
@@ -524,8 +524,8 @@ def write_results(
 
 def prepare_model(shape: str) -> Path:
     """The random-weight base model of `shape`, built once into the cache."""
-    from scripts import demo_data
-    from server.demo_model import ModelShape, build_base_model
+    from finetune.demo import skills
+    from finetune.demo.build import ModelShape, build_base_model
     from server.settings import load_settings
 
     cache = load_settings([]).cache_dir
@@ -534,21 +534,21 @@ def prepare_model(shape: str) -> Path:
         cache.mkdir(parents=True, exist_ok=True)
         shape_ = ModelShape(*SHAPES[shape])
         with tempfile.TemporaryDirectory(dir=cache) as tmp:
-            build_base_model(Path(tmp) / "m", shape=shape_, corpus=demo_data.corpus())
+            build_base_model(Path(tmp) / "m", shape=shape_, corpus=skills.corpus())
             (Path(tmp) / "m").rename(target)
     return target
 
 
 def write_data(path: Path, rows: int, seed: int, max_turns: int = 1) -> None:
-    """`rows` chat rows of scripts/demo_data.py as JSONL: conversations of 1 to `max_turns`
+    """`rows` chat rows of finetune/demo/skills.py as JSONL: conversations of 1 to `max_turns`
     question-answer turns (uniformly), so that with `max_turns` > 1 row lengths spread as in
     real chat data instead of all being about as short (15-40 tokens for one turn)."""
     import random
 
-    from scripts import demo_data
+    from finetune.demo import skills
 
     rng = random.Random(seed)
-    turns = iter(demo_data.train_rows(seed, rows * max_turns))
+    turns = iter(skills.train_rows(seed, rows * max_turns))
     with path.open("w", encoding="utf-8") as f:
         for _ in range(rows):
             messages = [

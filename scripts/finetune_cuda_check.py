@@ -20,10 +20,10 @@ from typing import Any
 import torch
 
 import finetune.trainer as trainer
-from finetune.adapter import MANIFEST_NAME
+from finetune.demo import skills
+from finetune.demo.build import DEMO_SHAPE, ModelShape, build_base_model
 from finetune.settings import TrainSettings
-from scripts import demo_data
-from server.demo_model import DEMO_SHAPE, ModelShape, build_base_model
+from server.contract import MANIFEST_NAME
 
 LLAMA_1B_BLOCKS = ModelShape(hidden_size=2048, intermediate_size=8192, num_layers=16, num_heads=32)
 
@@ -83,8 +83,8 @@ def main() -> None:
     shape = DEMO_SHAPE if args.tiny else LLAMA_1B_BLOCKS
     base = args.out / "base"
     if not (base / "config.json").is_file():  # reused by a second invocation on the same folder
-        build_base_model(base, 0, shape, demo_data.corpus())
-    train_path, eval_path = demo_data.write_dataset(args.out, 0, 4000)
+        build_base_model(base, 0, shape, skills.corpus())
+    train_path, eval_path = skills.write_dataset(args.out, 0, 4000)
     runs = []
     for compile in (False, True):
         name = f"{'compiled' if compile else 'eager'}-{'packed' if args.packing else 'padded'}"

@@ -5,9 +5,9 @@ import sys
 import uvicorn
 
 from server.app import create_app
+from server.contract import SettingsError
 from server.drain import DrainingServer, exit_now
-from server.errors import SettingsError
-from server.logs import configure_logging
+from server.observability.logs import configure_logging
 from server.settings import load_settings
 
 

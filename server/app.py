@@ -8,14 +8,8 @@ from collections.abc import AsyncIterator, Callable
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from server.auth import KeyAuth, KeyRing, admin_paths, open_paths
-from server.body_limit import BodyLimit
-from server.errors import install_error_handlers
-from server.generation import Engine
-from server.openapi import install_openapi
-from server.request_id import RequestId
-from server.request_log import RequestLog
-from server.routes import (
+from server.api.openapi import install_openapi
+from server.api.routes import (
     adapters,
     chat,
     completions,
@@ -25,8 +19,14 @@ from server.routes import (
     playground,
     usage,
 )
+from server.engine.generation import Engine
+from server.errors import install_error_handlers
+from server.observability.request_id import RequestId
 from server.settings import Settings
 from server.state import EngineFactory, ServerState
+from server.traffic.auth import KeyAuth, KeyRing, admin_paths, open_paths
+from server.traffic.body_limit import BodyLimit
+from server.traffic.request_log import RequestLog
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ def create_app(
             state.shutdown()
 
     keys = KeyRing.from_settings(settings)
+    public = open_paths(settings, playground.PAGE_PATHS)
     if not keys.enabled:
         logger.warning(
             "No API keys configured: anyone who can reach %s:%d may use the API, and the "
@@ -74,7 +75,10 @@ def create_app(
         BodyLimit, max_bytes=int(settings.max_body_mib * 2**20), exempt=(adapters.router.prefix,)
     )
     app.add_middleware(
-        KeyAuth, keys=keys, open_paths=open_paths(settings), admin_paths=admin_paths(settings)
+        KeyAuth,
+        keys=keys,
+        open_paths=public,
+        admin_paths=admin_paths(settings),
     )
     app.add_middleware(RequestLog, metrics=state.metrics, limiter=state.traffic.limiter)
     app.add_middleware(RequestId)
@@ -90,12 +94,12 @@ def create_app(
     install_error_handlers(app)
     for module in (chat, completions, models, adapters, usage, metrics, health, playground):
         app.include_router(module.router)
-    install_openapi(app, keys.enabled, open_paths(settings), admin_paths(settings))
+    install_openapi(app, keys.enabled, public, admin_paths(settings))
     return app
 
 
 def _start_vllm(settings: Settings, model_path: str) -> Engine:
     # Imported here so that importing the app (and fast HTTP tests) does not load vLLM.
-    from server.vllm_engine import VllmEngine
+    from server.engine.vllm_engine import VllmEngine
 
     return VllmEngine.start(settings, model_path)

@@ -1,6 +1,6 @@
 """Named exceptions and the one place that maps them to HTTP responses.
 
-    KangarooError
+    KangarooError               (server.contract, shared with finetune)
      ├── SettingsError          bad configuration; stops start-up (no HTTP)
      └── APIError               has an HTTP status and an OpenAI error type/code
           ├── InvalidRequestError   400 the request is wrong (names the field and value)
@@ -33,15 +33,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from server.contract import KangarooError
+
 logger = logging.getLogger(__name__)
-
-
-class KangarooError(Exception):
-    """Base of every error the project raises on purpose."""
-
-
-class SettingsError(KangarooError):
-    """A setting has an invalid value; the message names the setting and the value."""
 
 
 class APIError(KangarooError):

@@ -5,32 +5,14 @@ Every field is a flag (`--max-num-seqs 64`), an env var (`KANGAROO_MAX_NUM_SEQS=
 naming the setting and the value.
 """
 
-import argparse
 import os
-import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
-from pydantic_settings import (
-    BaseSettings,
-    NoDecode,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
-from server.errors import SettingsError
-
-# vLLM accepts only these LoRA ranks.
-LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+from server.contract import LORA_RANKS, LayeredSettings, parse_settings, split_commas
 
 
 def _default_cache_dir() -> Path:
@@ -62,38 +44,6 @@ class KeySpec(BaseModel):
         if (self.key is None) == (self.sha256 is None):
             raise ValueError(f"key '{self.id}' needs exactly one of 'key' and 'sha256'")
         return self
-
-
-def split_commas(value: object) -> object:
-    """Validator for list settings: "a, b" (a flag or env value) becomes ["a", "b"]."""
-    if isinstance(value, str):
-        return [item.strip() for item in value.split(",") if item.strip()]
-    return value
-
-
-class LayeredSettings(BaseSettings):
-    """Settings read from flags, then `<prefix>*` env vars, then a TOML file, then defaults."""
-
-    model_config = SettingsConfigDict(
-        extra="forbid",
-        cli_kebab_case=True,
-        cli_implicit_flags=True,
-        cli_hide_none_type=True,
-        validate_default=True,
-    )
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The TOML file arrives as init values: rank it below the environment.
-        # The CLI source, when parsing, is put in front of all of these by pydantic-settings.
-        return env_settings, init_settings
 
 
 class Settings(LayeredSettings):
@@ -299,9 +249,6 @@ class Settings(LayeredSettings):
         return self
 
 
-SettingsT = TypeVar("SettingsT", bound=BaseSettings)
-
-
 def load_settings(argv: list[str] | None = None, **overrides: Any) -> Settings:
     """Build the server settings from flags (`argv`), env vars and the TOML file of --config.
 
@@ -309,54 +256,3 @@ def load_settings(argv: list[str] | None = None, **overrides: Any) -> Settings:
     naming the setting and the value when any is invalid.
     """
     return parse_settings(Settings, argv, **overrides)
-
-
-def parse_settings(cls: type[SettingsT], argv: list[str] | None, **overrides: Any) -> SettingsT:
-    """Build any settings class the way `load_settings` builds the server's.
-
-    The TOML file comes from `--config` or the env var `<env_prefix>CONFIG`.
-    """
-    config_path = _config_path(argv, f"{cls.model_config.get('env_prefix', '')}CONFIG")
-    values = {**(_read_toml(config_path) if config_path else {}), **overrides}
-    try:
-        if argv is None:
-            return cls(**values)
-        return cls(_cli_parse_args=argv, **values)
-    except ValidationError as exc:
-        raise SettingsError(_describe(exc)) from None
-
-
-def _config_path(argv: list[str] | None, env_var: str) -> Path | None:
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", type=Path)
-    known, _ = pre.parse_known_args(argv or [])
-    if known.config is not None:
-        return known.config
-    env = os.environ.get(env_var)
-    return Path(env) if env else None
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
-    except OSError as exc:
-        raise SettingsError(f"Setting 'config' has value '{path}': {exc.strerror}.") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SettingsError(
-            f"Setting 'config' has value '{path}': not valid TOML ({exc})."
-        ) from None
-
-
-def _describe(exc: ValidationError) -> str:
-    lines = []
-    for err in exc.errors():
-        name = ".".join(str(part) for part in err["loc"])
-        if not name:  # a check across several settings
-            lines.append(err["msg"].removeprefix("Value error, ") + ".")
-        elif err["type"] == "extra_forbidden":
-            lines.append(f"Unknown setting '{name}'.")
-        else:
-            message = err["msg"].removeprefix("Value error, ")
-            lines.append(f"Setting '{name}' has value {err['input']!r}: {message}.")
-    return "Invalid settings:\n  " + "\n  ".join(lines)

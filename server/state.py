@@ -11,19 +11,19 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from server.adapters import AdapterRegistry, Served
-from server.demo_model import DEMO_MODEL_NAME, ensure_demo_model
+from finetune.demo.build import DEMO_MODEL_NAME, ensure_demo_model
+from server.adapters.registry import AdapterRegistry, Served
+from server.engine.generation import ChoiceDelta, Engine, SamplingOptions
 from server.errors import (
     EngineDeadError,
     EngineNotReadyError,
     ModelNotFoundError,
     ShuttingDownError,
 )
-from server.generation import ChoiceDelta, Engine, SamplingOptions
-from server.metrics import Load, Metrics
+from server.observability.metrics import Load, Metrics
 from server.settings import Settings
-from server.traffic import Ticket, Traffic
-from server.usage import UsageStore
+from server.traffic.tickets import Ticket, Traffic
+from server.traffic.usage import UsageStore
 
 logger = logging.getLogger(__name__)
 

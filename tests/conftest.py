@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from server.demo_model import ModelShape, build_base_model, demo_model_dir
+from finetune.demo.build import ModelShape, build_base_model, demo_model_dir
 from server.settings import load_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -93,7 +93,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
     The model lives in the user's cache, as for `python -m server`: vLLM keys its compile cache
     on the model's path, so a stable path saves ~30 s per session after the first.
-    tests/test_demo_model.py builds the model from nothing into a fresh folder.
+    tests/finetune/demo/test_build.py builds the model from nothing into a fresh folder.
     """
     args = ["--sse-heartbeat-s", str(HEARTBEAT_S), "--max-model-len", "2048", "--kv-cache-gib", "1"]
     with running_server(tmp_path_factory.mktemp("server"), args) as running:
@@ -173,7 +173,7 @@ def tokenizer(server: RunningServer):
 @pytest.fixture(scope="session")
 def demo_model() -> Path:
     """The trained demo model in the user's cache (built on first use, as the server does)."""
-    from server.demo_model import ensure_demo_model
+    from finetune.demo.build import ensure_demo_model
 
     return ensure_demo_model(load_settings([]).cache_dir)
 
@@ -192,9 +192,9 @@ def roo_adapter(demo_model: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
     Trained once per session (~1 min); the finetune and the adapter-registry tests use it.
     """
+    from finetune.demo import skills
     from finetune.settings import TrainSettings
     from finetune.trainer import train
-    from scripts import demo_data
     from tests.finetune.conftest import write_jsonl
 
     folder = tmp_path_factory.mktemp("roo")
@@ -205,7 +205,7 @@ def roo_adapter(demo_model: Path, tmp_path_factory: pytest.TempPathFactory) -> P
                 for m in row["messages"]
             ]
         }
-        for row in demo_data.train_rows(seed=1, n=300)
+        for row in skills.train_rows(seed=1, n=300)
     ]
     settings = TrainSettings(
         base=str(demo_model),
@@ -221,3 +221,71 @@ def roo_adapter(demo_model: Path, tmp_path_factory: pytest.TempPathFactory) -> P
         progress=False,
     )
     return train(settings).out
+
+
+# A server set up as in production: keys with ids and limits, a small engine batch and queue,
+# an adapter registry and its own usage store. Started once, for the tests that need it.
+APP_KEY = "app-key-0123456789"  # inference key, id "app", no limits
+ADMIN_KEY = "admin-key-0123456789"  # admin key, id "ops"
+LIMITED_KEY = "limited-key-0123456789"  # id "limited": 3 requests a minute
+TOKENS_KEY = "tokens-key-0123456789"  # id "tokens": 300 tokens a minute
+USAGE_KEY = "usage-key-0123456789"  # id "usage-check": used only by the usage test
+MAX_RUNNING = 4  # max_num_seqs: sequences generating at once
+MAX_WAITING = 4  # max_waiting_requests
+
+CONFIG = f"""
+max_num_seqs = {MAX_RUNNING}
+max_waiting_requests = {MAX_WAITING}
+max_model_len = 2048
+max_queue_wait_s = 20
+request_timeout_s = 60
+kv_cache_gib = 1
+enforce_eager = true
+max_lora_rank = 8
+
+[[keys]]
+id = "app"
+key = "{APP_KEY}"
+
+[[keys]]
+id = "ops"
+key = "{ADMIN_KEY}"
+role = "admin"
+
+[[keys]]
+id = "limited"
+key = "{LIMITED_KEY}"
+requests_per_minute = 3
+
+[[keys]]
+id = "tokens"
+key = "{TOKENS_KEY}"
+tokens_per_minute = 300
+
+[[keys]]
+id = "usage-check"
+key = "{USAGE_KEY}"
+"""
+
+
+def bearer(key: str) -> dict[str, str]:
+    """The Authorization header for `key`."""
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture(scope="session")
+def prod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """The production-like server (see CONFIG), with an adapter registry in a temporary folder."""
+    folder = tmp_path_factory.mktemp("prod")
+    config = folder / "server.toml"
+    config.write_text(f'usage_db = "{folder / "usage.sqlite3"}"\n' + CONFIG)  # before [[keys]]
+    args = ["--config", str(config), "--adapter-dir", str(folder / "adapters")]
+    with running_server(folder, args) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def prod_http(prod: RunningServer) -> Iterator[httpx.Client]:
+    """Raw HTTP to the production-like server, with the app's inference key."""
+    with httpx.Client(base_url=prod.url, timeout=60, headers=bearer(APP_KEY)) as client:
+        yield client

@@ -11,14 +11,14 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from server.app import create_app
-from server.errors import EngineFailedError
-from server.generation import (
+from server.engine.generation import (
     AdapterRef,
     ChoiceDelta,
     EngineStats,
     SamplingOptions,
     TokenLogprob,
 )
+from server.errors import EngineFailedError
 from server.settings import load_settings
 
 

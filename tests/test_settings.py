@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from server.errors import SettingsError
+from server.contract import SettingsError
 from server.settings import load_settings
 from tests.conftest import REPO, free_port
 
@@ -137,7 +137,7 @@ def test_lora_rank_from_flag_env_and_toml(tmp_path: Path, monkeypatch: pytest.Mo
 def test_keys_tables_give_ids_roles_and_limits(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from server.auth import KeyRing, Role, digest
+    from server.traffic.auth import KeyRing, Role, digest
 
     config = tmp_path / "keys.toml"
     config.write_text(

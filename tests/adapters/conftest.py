@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from finetune.adapter import MANIFEST_NAME
+from server.contract import MANIFEST_NAME
 
 
 def write_manifest(folder: Path, base_fp: str, **extra: Any) -> None:

@@ -15,8 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from scripts.bench_adapters import random_adapter
-from server.adapter_checks import AdapterInfo
-from server.adapter_store import AdapterStore, content_hash
+from server.adapters.checks import AdapterInfo
+from server.adapters.store import AdapterStore, content_hash
 from server.app import create_app
 from server.settings import load_settings
 from tests.fakes import FakeEngine

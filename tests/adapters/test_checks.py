@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from scripts.bench_adapters import random_adapter
-from server.adapter_checks import BaseModelInfo, check_adapter, inspect_base
+from server.adapters.checks import BaseModelInfo, check_adapter, inspect_base
 from server.errors import (
     AdapterConflictError,
     APIError,

@@ -17,9 +17,9 @@ import openai
 import pytest
 
 from finetune.__main__ import main as finetune
-from scripts import demo_data
+from finetune.demo import skills
 from scripts.bench_adapters import random_adapter
-from server.adapter_checks import ADAPTER_FILES
+from server.adapters.checks import ADAPTER_FILES
 from tests.adapters.test_checks import BAD
 from tests.conftest import MARK, RunningServer, running_server
 
@@ -83,7 +83,7 @@ def test_push_then_chat_with_the_trained_behaviour(replicas, roo_adapter, capsys
     assert push(a, roo_adapter, "roo") == 0
     assert "Pushed roo version 1" in capsys.readouterr().out
 
-    cases = demo_data.heldout_cases()
+    cases = skills.heldout_cases()
     with_adapter = [reply(a, "roo", case.prompt) for case in cases]
     without = [reply(a, "kangaroo-demo", case.prompt) for case in cases]
     assert sum(text.startswith(MARK) for text, _ in with_adapter) >= 0.9 * len(cases)

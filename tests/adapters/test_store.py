@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from server.adapter_checks import AdapterInfo
-from server.adapter_store import AdapterStore, check_name, content_hash
+from server.adapters.checks import AdapterInfo
+from server.adapters.store import AdapterStore, check_name, content_hash
 from server.errors import InvalidRequestError, ModelNotFoundError
 
 INFO = AdapterInfo(rank=4, alpha=8.0, target_modules=("q_proj",), size_bytes=3, manifest=None)

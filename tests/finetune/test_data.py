@@ -6,7 +6,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from finetune.data import IGNORE, load_dataset, tokenize_chat
-from server.vllm_engine import render_chat_template
+from server.engine.vllm_engine import render_chat_template
 from tests.finetune.conftest import chat, write_jsonl
 
 

@@ -6,8 +6,7 @@ from pathlib import Path
 import pytest
 
 from finetune.settings import TrainSettings
-from server.errors import SettingsError
-from server.settings import parse_settings
+from server.contract import SettingsError, parse_settings
 from tests.finetune.conftest import echo_rows, write_jsonl
 
 REPO = Path(__file__).resolve().parents[2]

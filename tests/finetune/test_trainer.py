@@ -10,9 +10,9 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from finetune import trainer
-from finetune.adapter import MANIFEST_NAME
 from finetune.settings import LLAMA_PROJECTIONS, TrainSettings
 from finetune.trainer import InvalidDataError, train, work_dir
+from server.contract import MANIFEST_NAME
 from tests.finetune.conftest import echo_rows, write_jsonl
 
 

@@ -15,12 +15,12 @@ import pytest
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
+from finetune.demo import skills
 from finetune.preflight import PreflightError, check_lora
-from scripts import demo_data
+from server.engine.generation import AdapterRef, SamplingOptions
+from server.engine.vllm_engine import VllmEngine
 from server.errors import InvalidAdapterError
-from server.generation import AdapterRef, SamplingOptions
 from server.settings import load_settings
-from server.vllm_engine import VllmEngine
 from tests.conftest import MARK
 
 SERVER_MAX_LORA_RANK = 8
@@ -58,7 +58,7 @@ async def answer(engine: VllmEngine, prompt: str, adapter: AdapterRef | None) ->
 async def test_the_adapter_changes_what_vllm_serves(engine: VllmEngine, roo_adapter: Path) -> None:
     adapter = AdapterRef("roo", 1, str(roo_adapter))
     await engine.load_adapter(adapter)
-    cases = demo_data.heldout_cases()
+    cases = skills.heldout_cases()
     with_adapter = [await answer(engine, case.prompt, adapter) for case in cases]
     without = [await answer(engine, case.prompt, None) for case in cases]
 
@@ -67,7 +67,7 @@ async def test_the_adapter_changes_what_vllm_serves(engine: VllmEngine, roo_adap
     assert all(finish == "stop" for _, finish in with_adapter)
     assert not any(MARK.strip() in text for text, _ in without)
     # The base model keeps its skills: the held-out answers without the adapter are right.
-    right = sum(demo_data.is_correct(c, text) for c, (text, _) in zip(cases, without, strict=True))
+    right = sum(skills.is_correct(c, text) for c, (text, _) in zip(cases, without, strict=True))
     assert right >= 0.9 * len(cases)
 
 
@@ -75,7 +75,8 @@ async def test_base_requests_batched_with_adapters_get_no_adapter(
     engine: VllmEngine, roo_adapter: Path
 ) -> None:
     # vLLM 0.32's CPU LoRA kernels read "no adapter" (slot -1) as the last slot; without
-    # server.vllm_engine.install_cpu_lora_fix these base requests answer with the roo adapter.
+    # server.engine.vllm_engine.install_cpu_lora_fix these base requests answer with the roo
+    # adapter.
     prompt = "Hello! Who are you?"
     alone = await answer(engine, prompt, None)
     adapters = [AdapterRef(f"roo-slot-{i}", 100 + i, str(roo_adapter)) for i in range(2)]

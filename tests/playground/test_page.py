@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
+from server.api.routes.playground import PAGE_PATHS, PLAYGROUND_DIR
 from server.app import create_app
-from server.routes.playground import PAGE_PATHS, PLAYGROUND_DIR
 from server.settings import load_settings
 from tests.conftest import REPO
 from tests.fakes import FakeEngine

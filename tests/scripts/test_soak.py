@@ -80,14 +80,39 @@ def test_requests_vary_and_repeat_with_the_seed() -> None:
     assert [next(again) for _ in range(600)] == drawn
 
 
+# A process holding `MIB_HELD` MiB (pages touched, so they count in its RSS) that prints
+# "ready" once they are. `CHILD` is one of them with a grandchild of its own; it prints the
+# grandchild's pid when both hold their memory.
+MIB_HELD = 32
+HOLD = (
+    "import sys, time\n"
+    f"data = bytearray({MIB_HELD} * 2**20)\n"
+    "data[::4096] = b'x' * len(range(0, len(data), 4096))\n"
+    "print('ready', flush=True)\n"
+    "time.sleep(120)\n"
+)
+CHILD = (
+    "import subprocess, sys\n"
+    f"grand = subprocess.Popen([sys.executable, '-c', {HOLD!r}], stdout=subprocess.PIPE)\n"
+    "grand.stdout.readline()\n"
+    f"exec({HOLD.replace('ready', 'GRAND')!r}.replace('GRAND', str(grand.pid)))\n"
+)
+
+
 def test_the_process_tree_is_measured_children_included() -> None:
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    # A tree of its own (a child and a grandchild), measured from its root: the test process's
+    # other children in a full run are none of its business.
+    child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True)
     try:
-        by_process = process_tree_rss(psutil.Process())
-        pids = {int(name.split()[0]) for name in by_process}
-        assert {os.getpid(), child.pid} <= pids
-        assert all(rss > MIB for rss in by_process.values())
+        assert child.stdout is not None
+        grandchild = int(child.stdout.readline())
+        by_process = process_tree_rss(psutil.Process(child.pid))
+        rss = {int(name.split()[0]): value for name, value in by_process.items()}
+        assert set(rss) == {child.pid, grandchild}
+        assert all(value >= MIB_HELD * MIB for value in rss.values()), rss
     finally:
+        for proc in psutil.Process(child.pid).children(recursive=True):
+            proc.kill()
         child.kill()
         child.wait()
 

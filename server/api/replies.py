@@ -1,0 +1,87 @@
+"""Pieces of OpenAI's response format shared by chat and text completions."""
+
+import json
+import time
+from typing import Any
+
+from server.engine.generation import ChoiceDelta, TokenLogprob
+
+# Status for a request whose client left before the reply was ready (nginx's convention).
+CLIENT_CLOSED_REQUEST = 499
+
+
+class Reply:
+    """What every part of one response shares; the chunk prefix is encoded once."""
+
+    def __init__(
+        self,
+        response_id: str,
+        object_type: str,
+        model: str,
+        *,
+        prompt_tokens: int,
+        include_usage: bool,
+        return_token_ids: bool,
+    ):
+        self.id = response_id
+        self.model = model
+        self.created = int(time.time())
+        self.prompt_tokens = prompt_tokens
+        self.include_usage = include_usage
+        self.return_token_ids = return_token_ids
+        self._prefix = (
+            f'{{"id":"{response_id}","object":"{object_type}",'
+            f'"created":{self.created},"model":{json.dumps(model)},'
+        )
+
+    def chunk(self, choices: list[dict[str, Any]]) -> str:
+        """One streamed chunk; with include_usage, OpenAI sends `"usage":null` on each."""
+        body = '"choices":' + json.dumps(choices, ensure_ascii=False)
+        return self._prefix + body + (',"usage":null}' if self.include_usage else "}")
+
+    def usage_chunk(self, completion_tokens: int) -> str:
+        """The last chunk of a stream with include_usage: no choices, the token counts."""
+        usage = json.dumps(self.usage(completion_tokens))
+        return self._prefix + '"choices":[],"usage":' + usage + "}"
+
+    def usage(self, completion_tokens: int) -> dict[str, int]:
+        """OpenAI's `usage` object."""
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": self.prompt_tokens + completion_tokens,
+        }
+
+
+class ChoiceTotals:
+    """Accumulates the deltas of every choice for a reply returned whole."""
+
+    def __init__(self, num_choices: int):
+        self.texts: list[list[str]] = [[] for _ in range(num_choices)]
+        self.token_ids: list[list[int]] = [[] for _ in range(num_choices)]
+        self.logprobs: list[list[TokenLogprob]] = [[] for _ in range(num_choices)]
+        self.has_logprobs = False
+        self.finish_reasons: list[str | None] = [None] * num_choices
+
+    def add(self, index: int, delta: ChoiceDelta) -> None:
+        """Add the delta of choice `index`."""
+        self.texts[index].append(delta.text)
+        self.token_ids[index].extend(delta.token_ids)
+        if delta.logprobs is not None:
+            self.has_logprobs = True
+            self.logprobs[index].extend(delta.logprobs)
+        if delta.finish_reason is not None:
+            self.finish_reasons[index] = delta.finish_reason
+
+    def text(self, index: int) -> str:
+        """The whole text of choice `index`."""
+        return "".join(self.texts[index])
+
+    def logprobs_of(self, index: int) -> list[TokenLogprob] | None:
+        """The token logprobs of choice `index`, or None when none were asked for."""
+        return self.logprobs[index] if self.has_logprobs else None
+
+    @property
+    def completion_tokens(self) -> int:
+        """Tokens generated over all choices."""
+        return sum(len(ids) for ids in self.token_ids)

@@ -1,0 +1,4 @@
+"""What operators see: Prometheus metrics, the log format, request ids.
+
+Imports: `engine` (its plain types), `settings`, `contract`.
+"""
