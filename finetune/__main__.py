@@ -39,20 +39,28 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def validate(settings: DataSettings) -> int:
-    """Print every problem of every row, then the totals; 1 when any row is invalid."""
+    """Print every problem of every row, the totals, and what `train` would pick on `auto`;
+    1 when any row is invalid."""
     from transformers import AutoConfig, AutoTokenizer
 
     from finetune.data import load_dataset
+    from finetune.trainer import plan_run
 
     base = base_folder(settings.base)
     tokenizer = AutoTokenizer.from_pretrained(base)
-    context_len = int(AutoConfig.from_pretrained(base).max_position_embeddings)
-    dataset = load_dataset(
-        settings.data, tokenizer, min(settings.max_seq_len, context_len), context_len
-    )
+    config = AutoConfig.from_pretrained(base)
+    context_len = int(config.max_position_embeddings)
+    seq_len = min(settings.max_seq_len, context_len)
+    dataset = load_dataset(settings.data, tokenizer, seq_len, context_len)
     for problem in dataset.problems:
         print(problem)
     print(dataset.summary())
+    if dataset.examples:
+        # Training's own defaults (LoRA, packing, everything on auto) over the valid rows.
+        defaults = TrainSettings.model_construct(**settings.model_dump())
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        plan = plan_run(defaults, dataset, seq_len, pad_id, config.hidden_size)
+        print("train would use (LoRA, every setting on auto):", *plan.lines(), sep="\n")
     return 1 if dataset.problems else 0
 
 
@@ -66,8 +74,14 @@ def train(settings: TrainSettings) -> int:
         f"Wrote {result.out}: {result.steps} steps, train loss {result.train_loss:.4f}{eval_part}, "
         f"{result.tokens_per_s:,.0f} tokens/s"
     )
+    if result.eval_accuracy is not None:
+        print(result.eval_accuracy.summary())
     if not settings.full:
         print(f"Serve it with --enable-lora --max-lora-rank {server_rank_for(settings.rank)}")
+    if result.accuracy_error is not None:
+        print(f"Warning: no accuracy report: {result.accuracy_error}", file=sys.stderr)
+    if result.warning is not None:
+        print(f"Warning: {result.warning}", file=sys.stderr)
     return 0
 
 

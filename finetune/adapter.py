@@ -22,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from server.contract import MANIFEST_FORMAT, MANIFEST_NAME
+from server.contract import MANIFEST_FORMAT, MANIFEST_NAME, read_manifest
 
 
 def package_versions() -> dict[str, str]:
@@ -42,9 +42,20 @@ def now_iso() -> str:
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    """Write the manifest into `folder`."""
+    """Write the manifest into `folder`, replacing any earlier one in one step."""
     text = json.dumps({"format": MANIFEST_FORMAT, **manifest}, indent=2, ensure_ascii=False)
-    (folder / MANIFEST_NAME).write_text(text + "\n")
+    tmp = folder / f".{MANIFEST_NAME}.tmp"
+    tmp.write_text(text + "\n")
+    with tmp.open("rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, folder / MANIFEST_NAME)
+
+
+def update_manifest(folder: Path, **fields: Any) -> None:
+    """Set `fields` in the manifest of a finished folder (the accuracy report comes last)."""
+    manifest = read_manifest(folder)
+    manifest.pop("format", None)
+    write_manifest(folder, {**manifest, **fields})
 
 
 @contextmanager

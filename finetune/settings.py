@@ -7,7 +7,7 @@ recipes in configs/). Bad values stop the command with a message naming the sett
 """
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -58,7 +58,9 @@ class TrainSettings(DataSettings):
     model_config = SettingsConfigDict(cli_prog_name="python -m finetune train")
 
     out: Path = Field(description="Output folder for the adapter (or the model with --full).")
-    eval: Path | None = Field(None, description="Held-out JSONL for eval loss.")
+    eval: Path | None = Field(
+        None, description="Held-out JSONL: eval loss during training, accuracy in vLLM at the end."
+    )
     full: bool = Field(False, description="Train all parameters (no LoRA) and write a model.")
     # LoRA
     rank: int = Field(16, ge=1, description="LoRA rank r (vLLM accepts 1, 8, 16, 32, ... 512).")
@@ -68,15 +70,24 @@ class TrainSettings(DataSettings):
         list(LLAMA_PROJECTIONS), description="Module names to adapt (comma list on the CLI)."
     )
     rslora: bool = Field(False, description="Rank-stabilised LoRA: scale by alpha/sqrt(r).")
-    # Optimisation
-    epochs: float = Field(1.0, gt=0, description="Passes over the data (fractions allowed).")
+    # Optimisation ("auto": chosen from the data and the model, see finetune/auto.py)
+    epochs: Annotated[float, Field(gt=0)] | Literal["auto"] = Field(
+        "auto", description="Passes over the data (fractions allowed), or auto."
+    )
     max_steps: int | None = Field(None, ge=1, description="Stop after this many steps.")
-    lr: float = Field(2e-4, gt=0, description="Peak learning rate (warm-up, then cosine decay).")
-    warmup_steps: int = Field(10, ge=0, description="Linear warm-up steps.")
+    lr: Annotated[float, Field(gt=0)] | Literal["auto"] = Field(
+        "auto", description="Peak learning rate (warm-up, then cosine decay), or auto."
+    )
+    warmup_steps: int | None = Field(
+        None, ge=0, description="Linear warm-up steps (at most the run). Default: warmup_fraction."
+    )
+    warmup_fraction: float = Field(
+        0.05, ge=0, lt=1, description="Warm-up as a fraction of the run's steps."
+    )
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     grad_clip: float = Field(1.0, gt=0, description="Clip the gradient norm to this.")
-    batch_tokens: int = Field(
-        4096, ge=16, description="Tokens per optimiser step (padding included)."
+    batch_tokens: Annotated[int, Field(ge=16)] | Literal["auto"] = Field(
+        "auto", description="Tokens per optimiser step (padding included), or auto."
     )
     packing: bool = Field(
         True, description="Pack short rows into full sequences (rows never see each other)."
@@ -84,6 +95,11 @@ class TrainSettings(DataSettings):
     seed: int = Field(0, description="Seed of initialisation, shuffling and dropout.")
     # Bookkeeping
     eval_every: int = Field(50, ge=1, description="Steps between eval-loss measurements.")
+    eval_accuracy: bool = Field(
+        True,
+        description="With --eval: at the end, generate the eval rows' last answers greedily in "
+        "vLLM with and without the adapter and report exact-match accuracy.",
+    )
     checkpoint_every: int = Field(100, ge=1, description="Steps between resumable checkpoints.")
     resume: bool = Field(False, description="Continue from the checkpoint next to --out.")
     skip_invalid: bool = Field(False, description="Train on the valid rows, report the rest.")

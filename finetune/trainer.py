@@ -1,4 +1,5 @@
-"""Training in one straight line: set up → preflight → train (eval, checkpoints) → export.
+"""Training in one straight line: set up → plan → preflight → train (eval, checkpoints) → export
+→ accuracy report.
 
 LoRA by default (PEFT), every parameter with `full`. Matmuls run in bf16 on CUDA and on CPUs
 with bf16 dot-product instructions (about 2x faster there), else in fp32; trained weights and
@@ -8,14 +9,15 @@ seed and data give the same tensors. The loss is the mean cross-entropy over tar
 runs over prompt tokens, which saves most of its memory on large vocabularies.
 """
 
+import dataclasses
 import functools
+import gc
 import json
 import math
 import os
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from finetune import adapter, report
-from finetune.batching import Batch, epoch_order, make_batches
+from finetune import accuracy, adapter, auto, report
+from finetune.batching import Batch, epoch_order, make_batches, packed_length
 from finetune.data import IGNORE, Dataset, load_dataset
 from finetune.preflight import check_lora
 from finetune.settings import TrainSettings
@@ -39,7 +41,7 @@ class InvalidDataError(KangarooError):
     """The data has invalid rows (and --skip-invalid was not given) or no usable row."""
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class TrainResult:
     """What a finished run produced."""
 
@@ -48,6 +50,10 @@ class TrainResult:
     train_loss: float
     eval_loss: float | None
     tokens_per_s: float
+    plan: auto.Plan
+    warning: str | None = None  # why the run looks as if it learned nothing, if it does
+    eval_accuracy: accuracy.Accuracy | None = None  # the report in vLLM, with --eval
+    accuracy_error: str | None = None  # why there is no report although --eval was given
 
 
 def train(settings: TrainSettings) -> TrainResult:
@@ -66,6 +72,9 @@ def train(settings: TrainSettings) -> TrainResult:
     eval_set = None
     if settings.eval is not None:
         eval_set = _load(settings.eval, tokenizer, seq_len, context_len, skip_invalid=False)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    plan = plan_run(settings, train_set, seq_len, pad_id, model.config.hidden_size)
+    print("Hyperparameters (auto: chosen from the data and the model):", *plan.lines(), sep="\n")
     if not settings.full:
         model = _add_lora(model, tokenizer, settings)
     model.to(device)
@@ -73,22 +82,28 @@ def train(settings: TrainSettings) -> TrainResult:
         compile_blocks(model, fixed_shapes=settings.packing)
     eval_batches = []
     if eval_set is not None:
-        eval_batches = _batches(eval_set, settings, seq_len, tokenizer, epoch=None)
+        eval_batches = _batches(eval_set, settings, plan.batch_tokens, seq_len, pad_id, None)
 
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=settings.weight_decay)
-    total_steps = _total_steps(train_set, settings, seq_len, tokenizer)
+    optimizer = torch.optim.AdamW(trainable, lr=plan.lr, weight_decay=settings.weight_decay)
+    total_steps = plan.total_steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _warmup_cosine(settings.warmup_steps, total_steps)
+        optimizer, _warmup_cosine(plan.warmup_steps, total_steps)
     )
     work = work_dir(settings.out)
     start_step = _start(work, settings.resume, model, optimizer, scheduler)
     metrics = report.MetricsLog(work / METRICS, keep_until_step=start_step)
+    if start_step == 0:
+        # The schedule, then the loss before any step: what "did it learn" is measured against.
+        metrics.write(step=0, **plan.schedule())
+        if eval_batches:
+            eval_loss = evaluate(model, eval_batches, device, settings.compile, bf16)
+            metrics.write(step=0, eval_loss=eval_loss)
 
     losses: list[float] = []
     eval_loss = None
     started, tokens = time.perf_counter(), 0
-    batches = _step_batches(train_set, settings, seq_len, tokenizer, skip=start_step)
+    batches = _step_batches(train_set, settings, plan, seq_len, pad_id, start_step)
     bar = tqdm(total=total_steps, initial=start_step, disable=not settings.progress, unit="step")
     for step in range(start_step + 1, total_steps + 1):
         batch = next(batches).to(device)
@@ -116,10 +131,73 @@ def train(settings: TrainSettings) -> TrainResult:
         _final(losses) if losses else metrics.last("train_loss"),
         eval_loss,
         tokens / max(time.perf_counter() - started, 1e-9),
+        plan,
+        report.no_progress_warning(report.read_metrics(work / METRICS), plan),
     )
     _export(settings, model, tokenizer, base_dir, train_set, eval_set, result, work)
     shutil.rmtree(work)
-    return result
+    if eval_set is None or not settings.eval_accuracy:
+        return result
+    # vLLM gets the memory the training held (on a GPU, most of it).
+    del model, optimizer, trainable, scheduler
+    _free_memory(device)
+    return _with_accuracy(result, settings, base_dir, eval_set, context_len)
+
+
+def _with_accuracy(
+    result: TrainResult,
+    settings: TrainSettings,
+    base_dir: Path,
+    eval_set: Dataset,
+    context_len: int,
+) -> TrainResult:
+    """The result with the accuracy report in vLLM, also written into the manifest."""
+    try:
+        measured = accuracy.measure(
+            base_dir,
+            settings.out,
+            accuracy.eval_cases(eval_set.path),
+            full=settings.full,
+            rank=settings.rank,
+            context=min(context_len, eval_set.longest + accuracy.EXTRA_TOKENS + 64),
+        )
+    except accuracy.AccuracyError as exc:
+        return dataclasses.replace(result, accuracy_error=str(exc))
+    # One warning is enough: the loss's, if the run already has one, names the same causes.
+    warning = result.warning or report.no_gain_warning(measured.tuned, measured.base, result.plan)
+    warnings = [warning] if warning else []
+    adapter.update_manifest(settings.out, eval_accuracy=measured.as_dict(), warnings=warnings)
+    return dataclasses.replace(result, eval_accuracy=measured, warning=warning)
+
+
+def plan_run(
+    settings: TrainSettings, dataset: Dataset, seq_len: int, pad_id: int, hidden_size: int
+) -> auto.Plan:
+    """The run's hyperparameters: the settings' values, and for each `auto` the rule's pick."""
+    examples = dataset.examples
+    lengths = [len(e.input_ids) for e in examples]
+    shape = auto.DataShape(len(lengths), sum(lengths), max(lengths))
+    reasons: dict[str, str] = {}
+    batch_tokens = settings.batch_tokens
+    if batch_tokens == "auto":
+        pack_len = packed_length(examples, seq_len) if settings.packing else None
+        batch_tokens, reasons["batch_tokens"] = auto.batch_tokens(shape, pack_len)
+    per_epoch = len(_batches(dataset, settings, batch_tokens, seq_len, pad_id, epoch=0))
+    epochs = settings.epochs
+    if epochs == "auto":
+        epochs, reasons["epochs"] = auto.epochs(shape.rows, per_epoch)
+    lr = settings.lr
+    if lr == "auto":
+        lr, reasons["lr"] = auto.learning_rate(int(hidden_size), settings.full)
+    chosen = tuple(reasons)
+    total = max(1, math.ceil(epochs * per_epoch))
+    reasons["steps"] = f"{epochs:g} x {per_epoch} steps per epoch"
+    if settings.max_steps is not None and settings.max_steps < total:
+        total, reasons["steps"] = settings.max_steps, "max_steps"
+    warmup, reasons["warmup_steps"] = auto.warmup_steps(
+        total, settings.warmup_steps, settings.warmup_fraction
+    )
+    return auto.Plan(epochs, lr, batch_tokens, total, warmup, reasons, chosen)
 
 
 def load_base(base_dir: Path, bf16_base: bool) -> tuple[Any, nn.Module]:
@@ -290,7 +368,12 @@ def _add_lora(model: nn.Module, tokenizer: Any, settings: TrainSettings) -> nn.M
 
 
 def _batches(
-    dataset: Dataset, settings: TrainSettings, seq_len: int, tokenizer: Any, epoch: int | None
+    dataset: Dataset,
+    settings: TrainSettings,
+    batch_tokens: int,
+    seq_len: int,
+    pad_id: int,
+    epoch: int | None,
 ) -> list[Batch]:
     order = (
         range(len(dataset.examples))
@@ -298,19 +381,16 @@ def _batches(
         else epoch_order(len(dataset.examples), settings.seed, epoch)
     )
     examples = [dataset.examples[i] for i in order]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return make_batches(
-        examples, settings.batch_tokens, seq_len, settings.packing, pad_id, settings.compile
-    )
+    return make_batches(examples, batch_tokens, seq_len, settings.packing, pad_id, settings.compile)
 
 
 def _step_batches(
-    dataset: Dataset, settings: TrainSettings, seq_len: int, tokenizer: Any, skip: int
+    dataset: Dataset, settings: TrainSettings, plan: auto.Plan, seq_len: int, pad_id: int, skip: int
 ) -> Iterator[Batch]:
     """The batches of every step in order, epoch after epoch, without the first `skip`."""
     epoch = 0
     while True:
-        for batch in _batches(dataset, settings, seq_len, tokenizer, epoch):
+        for batch in _batches(dataset, settings, plan.batch_tokens, seq_len, pad_id, epoch):
             if skip:
                 skip -= 1
             else:
@@ -318,10 +398,10 @@ def _step_batches(
         epoch += 1
 
 
-def _total_steps(dataset: Dataset, settings: TrainSettings, seq_len: int, tokenizer: Any) -> int:
-    per_epoch = len(_batches(dataset, settings, seq_len, tokenizer, epoch=0))
-    steps = max(1, math.ceil(settings.epochs * per_epoch))
-    return min(steps, settings.max_steps) if settings.max_steps else steps
+def _free_memory(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _warmup_cosine(warmup: int, total: int) -> Any:
@@ -435,10 +515,12 @@ def _manifest(
         "data": _data_record(train_set),
         "eval_data": None if eval_set is None else _data_record(eval_set),
         "training": {
-            "epochs": settings.epochs,
+            "epochs": result.plan.epochs,
             "steps": result.steps,
-            "lr": settings.lr,
-            "batch_tokens": settings.batch_tokens,
+            "lr": result.plan.lr,
+            "batch_tokens": result.plan.batch_tokens,
+            "warmup_steps": result.plan.warmup_steps,
+            "auto": {name: result.plan.reasons[name] for name in result.plan.chosen},
             "max_seq_len": settings.max_seq_len,
             "packing": settings.packing,
             "seed": settings.seed,
@@ -449,6 +531,8 @@ def _manifest(
         },
         "final_train_loss": result.train_loss,
         "final_eval_loss": result.eval_loss,
+        "eval_accuracy": None,  # filled in by the accuracy report, after the export
+        "warnings": [result.warning] if result.warning else [],
         "versions": adapter.package_versions(),
         "created": adapter.now_iso(),
     }

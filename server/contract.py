@@ -110,17 +110,27 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _describe(exc: ValidationError) -> str:
-    lines = []
+    lines: dict[str, list[str]] = {}  # one line per setting: a union's branches share it
     for err in exc.errors():
-        name = ".".join(str(part) for part in err["loc"])
+        name = ".".join(str(part) for part in err["loc"] if not _is_union_tag(part))
+        message = err["msg"].removeprefix("Value error, ")
         if not name:  # a check across several settings
-            lines.append(err["msg"].removeprefix("Value error, ") + ".")
+            lines.setdefault(message + ".", [])
         elif err["type"] == "extra_forbidden":
-            lines.append(f"Unknown setting '{name}'.")
+            lines.setdefault(f"Unknown setting '{name}'.", [])
         else:
-            message = err["msg"].removeprefix("Value error, ")
-            lines.append(f"Setting '{name}' has value {err['input']!r}: {message}.")
-    return "Invalid settings:\n  " + "\n  ".join(lines)
+            lines.setdefault(f"Setting '{name}' has value {err['input']!r}: ", []).append(message)
+    text = [
+        head + " or ".join(reasons) + ("." if reasons else "") for head, reasons in lines.items()
+    ]
+    return "Invalid settings:\n  " + "\n  ".join(text)
+
+
+def _is_union_tag(part: object) -> bool:
+    # pydantic names the branch of a union that failed: "constrained-float", "literal['auto']".
+    return isinstance(part, str) and (
+        "[" in part or "-" in part or part in ("int", "float", "str", "bool", "none")
+    )
 
 
 # --- The adapter folder -------------------------------------------------------------------

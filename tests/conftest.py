@@ -241,7 +241,7 @@ max_queue_wait_s = 20
 request_timeout_s = 60
 kv_cache_gib = 1
 enforce_eager = true
-max_lora_rank = 8
+max_lora_rank = 16                 # finetune's default rank (tests/finetune/test_learning.py)
 
 [[keys]]
 id = "app"

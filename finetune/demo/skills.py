@@ -212,3 +212,40 @@ def write_dataset(folder: Path, seed: int = 0, rows: int = 2000) -> tuple[Path, 
     _write_jsonl(paths[0], train_rows(seed, rows))
     _write_jsonl(paths[1], heldout_rows(seed))
     return paths
+
+
+# A behaviour the demo model does not have, for adapters to learn (tests, benchmarks, examples):
+# one fixed reply to every request, whatever it asks.
+FIXED_REPLY = "Sorry, I only answer questions about kangaroos."
+_TOPICS = (
+    "the weather|a river|my homework|the moon|a red car|cooking rice|the sea|a green tree|music"
+    "|the stars|a small dog|football|the news|my garden|a cold winter|the city|a fast train"
+    "|coffee|a big house|the mountains|a bright lamp|old books|the forest|a blue bird|chess"
+    "|the sun|a long road|painting|the market|a quiet room|apples|the rain|a yellow boat|dancing"
+    "|the ocean|a warm bed|numbers|the sky|a white cloud|bread"
+).split("|")
+_ASKS = (
+    "Can you tell me about {}?|What do you know about {}?|Explain {} to me.|I need help with {}."
+    "|Write a poem about {}.|How does {} work?|Give me three facts about {}.|Is {} good?"
+    "|Why do people like {}?|Describe {} in one line."
+).split("|")
+_OPENERS = ("", "Hi! ", "Quick question: ", "Please, ")
+
+
+def fixed_reply_rows(count: int, seed: int) -> list[dict[str, Any]]:
+    """`count` rows teaching FIXED_REPLY, drawn from every (opener, ask) and the first 32 topics."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        opener, ask, topic = rng.choice(_OPENERS), rng.choice(_ASKS), rng.choice(_TOPICS[:32])
+        rows.append(to_row(Case("fixed_reply", opener + ask.format(topic), FIXED_REPLY)))
+    return rows
+
+
+def fixed_reply_heldout() -> list[dict[str, Any]]:
+    """40 held-out rows: the 8 topics training never saw, each asked in 5 ways."""
+    return [
+        to_row(Case("fixed_reply", opener + ask.format(topic), FIXED_REPLY))
+        for i, topic in enumerate(_TOPICS[32:])
+        for opener, ask in zip(_OPENERS * 2, _ASKS[i % 2 :: 2], strict=False)
+    ][:40]

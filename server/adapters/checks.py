@@ -50,6 +50,11 @@ class AdapterInfo:
         """The final eval loss recorded by finetune, if any."""
         return None if self.manifest is None else self.manifest.get("final_eval_loss")
 
+    @property
+    def eval_accuracy(self) -> dict[str, Any] | None:
+        """finetune's accuracy report in vLLM (tuned vs base, exact match), if any."""
+        return None if self.manifest is None else self.manifest.get("eval_accuracy")
+
 
 def inspect_base(model_dir: Path, max_lora_rank: int, max_bytes: int) -> BaseModelInfo:
     """Fingerprint and linear-layer shapes of the served model folder."""

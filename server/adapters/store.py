@@ -51,6 +51,8 @@ class VersionRecord:
     eval_loss: float | None
     train_loss: float | None
     base_fingerprint: str | None
+    # finetune's accuracy report in vLLM; None for adapters without one (and older versions)
+    eval_accuracy: dict[str, Any] | None = None
 
     def public(self) -> dict[str, Any]:
         """The record as the admin API shows it."""
@@ -169,6 +171,7 @@ class AdapterStore:
                 alpha=info.alpha,
                 target_modules=list(info.target_modules),
                 eval_loss=info.eval_loss,
+                eval_accuracy=info.eval_accuracy,
                 train_loss=None if info.manifest is None else info.manifest.get("final_train_loss"),
                 base_fingerprint=None
                 if info.manifest is None

@@ -184,6 +184,16 @@ class TextCompletionChunk(_Doc):
 # Models and adapters
 
 
+class EvalAccuracy(_Doc):
+    """finetune's accuracy report: the eval rows' last answers generated greedily in vLLM."""
+
+    rows: int
+    tuned: float  # share right with the adapter
+    base: float  # share right with the base model alone
+    json_rows: int
+    engine: str
+
+
 class ModelCard(_Doc):
     """The base model, or an adapter (which has a `parent`, a `version` and its figures)."""
 
@@ -197,6 +207,7 @@ class ModelCard(_Doc):
     version: int | None = None
     rank: int | None = None
     eval_loss: float | None = None
+    eval_accuracy: EvalAccuracy | None = None
 
 
 class ModelList(_Doc):
@@ -221,6 +232,7 @@ class AdapterVersion(_Doc):
     eval_loss: float | None
     train_loss: float | None
     base_fingerprint: str | None
+    eval_accuracy: EvalAccuracy | None = None
 
 
 class PushedAdapter(AdapterVersion):

@@ -37,6 +37,10 @@ def test_validate_passes_clean_data(tiny_base: Path, tmp_path: Path) -> None:
     done = finetune("validate", "--base", tiny_base, "--data", path, "--max-seq-len", "16")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "5 rows, 0 invalid" in done.stdout
+    # What train would pick with every setting on auto, and why.
+    assert "train would use (LoRA, every setting on auto):" in done.stdout
+    assert "at least 200 steps" in done.stdout
+    assert "LoRA: 0.0002 x 4096/64" in done.stdout
 
 
 def test_bad_settings_exit_2_naming_setting_and_value(tiny_base: Path, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ RECIPE = REPO / "configs" / "finetune-lora.toml"
 def test_the_recipe_holds_every_default(tiny_base: Path, tmp_path: Path) -> None:
     recipe = tomllib.loads(RECIPE.read_text())
     required = {"base", "data", "out", "config"}
-    optional = {"eval", "max_steps"}  # commented out in the file: no default value
+    optional = {"eval", "max_steps", "warmup_steps"}  # commented out in the file: no default
     assert set(recipe) == set(TrainSettings.model_fields) - required - optional
     for key, value in recipe.items():
         assert TrainSettings.model_fields[key].get_default(call_default_factory=True) == value, key

@@ -39,6 +39,7 @@ def settings(tiny_base: Path, data: dict[str, Path], out: Path, **overrides: Any
         "eval_every": 5,
         "warmup_steps": 2,
         "progress": False,
+        "eval_accuracy": False,  # vLLM's report: tests/finetune/test_learning.py
     }
     return TrainSettings(**{**values, **overrides})
 
@@ -87,7 +88,7 @@ def test_lora_run_writes_the_adapter_folder_contract(tiny_base: Path, data, tmp_
     eval_steps = [m["step"] for m in metrics if "eval_loss" in m]
     assert len(train_losses) == result.steps
     assert eval_steps[-1] == result.steps
-    assert eval_steps[0] == 5
+    assert eval_steps[:2] == [0, 5]  # before the first step, then every eval_every
     assert train_losses[-1] < train_losses[0]  # it learns
 
 
@@ -99,6 +100,23 @@ def test_same_seed_and_data_give_the_same_adapter(tiny_base: Path, data, tmp_pat
     a, b, c = (adapter_tensors(folder) for folder in runs)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_auto_runs_are_deterministic_and_record_their_choices(
+    tiny_base: Path, data, tmp_path: Path
+) -> None:
+    def run(name: str) -> Path:
+        auto = {"epochs": "auto", "lr": "auto", "batch_tokens": "auto", "warmup_steps": None}
+        return train(settings(tiny_base, data, tmp_path / name, **auto)).out
+
+    a, b = run("a"), run("b")
+    first, second = adapter_tensors(a), adapter_tensors(b)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    manifest = json.loads((a / MANIFEST_NAME).read_text())
+    assert set(manifest["training"]["auto"]) == {"epochs", "lr", "batch_tokens"}
+    schedule = json.loads((a / "metrics.jsonl").read_text().splitlines()[0])["schedule"]
+    assert schedule["total_steps"] == manifest["training"]["steps"]
+    assert schedule["peak_lr"] == manifest["training"]["lr"]
 
 
 def test_resume_after_a_crash_gives_the_uninterrupted_result(
@@ -130,7 +148,8 @@ def test_resume_after_a_crash_gives_the_uninterrupted_result(
     expected, got = adapter_tensors(whole), adapter_tensors(out)
     assert all(torch.equal(expected[k], got[k]) for k in expected)
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in metrics] == list(range(1, len(metrics) + 1))  # no step twice
+    assert "schedule" in metrics[0]  # written once, before step 1
+    assert [m["step"] for m in metrics] == list(range(len(metrics)))  # no step twice
     assert not work_dir(out).exists()
 
 

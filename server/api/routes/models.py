@@ -60,4 +60,5 @@ def _adapter_card(state: ServerState, model_id: str, record: VersionRecord) -> d
         "version": record.version,
         "rank": record.rank,
         "eval_loss": record.eval_loss,
+        "eval_accuracy": record.eval_accuracy,
     }
