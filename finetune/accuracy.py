@@ -2,11 +2,13 @@
 
 Each eval row's last assistant turn is generated greedily by the real vLLM engine (the server's
 `VllmEngine`, in this process) from the turns before it, rendered with the model's own chat
-template as the server renders them: once with the adapter (or the fully trained model) and
-once with the base model alone. An answer counts as right when it equals the row's answer
-(surrounding whitespace aside), or, where the row's answer is a JSON object or array, when both
-parse to the same value. The loss says how the weights moved; this says whether the served
-answers did.
+template as the server renders them (the row's `tools` offered, as a request would): once with
+the adapter (or the fully trained model) and once with the base model alone. An answer counts
+as right when it equals the row's answer (surrounding whitespace aside), or, where the row's
+answer is a JSON object or array, when both parse to the same value; when the row's answer is
+a tool call, when the served calls (parsed out of the text as the server parses them) name the
+same functions with the same arguments. The loss says how the weights moved; this says whether
+the served answers did.
 """
 
 import asyncio
@@ -22,6 +24,7 @@ from typing import Any, TypeVar
 
 from finetune.data import parse_row
 from server.contract import KangarooError, server_rank_for
+from server.engine import chat_format
 
 # Tokens generated past the length of the expected answer: enough to see a wrong answer run on,
 # few enough to keep the report quick.
@@ -38,11 +41,25 @@ class AccuracyError(KangarooError):
 
 @dataclass(frozen=True)
 class Case:
-    """One eval row: the turns before its last answer, and that answer."""
+    """One eval row: the turns before its last answer, and that answer (text or calls)."""
 
     row: int
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     answer: str
+    tools: list[dict[str, Any]] | None = None  # offered to the model, as in the row
+    calls: list[tuple[str, Any]] | None = None  # the answer's tool calls: (name, arguments)
+
+    @property
+    def expected_text(self) -> str:
+        """What the answer is as text (calls in the generic format): sizes the token budget."""
+        calls = "".join(
+            chat_format.tool_call_text({"function": {"name": name, "arguments": args}})
+            for name, args in self.calls or ()
+        )
+        return self.answer + calls
+
+
+Answer = tuple[str, list[tuple[str, Any]]]  # text, and calls (name, parsed arguments)
 
 
 @dataclass(frozen=True)
@@ -77,9 +94,27 @@ def eval_cases(path: Path) -> list[Case]:
         if problems or messages is None:
             raise AccuracyError(f"{path} row {number}: {problems[0] if problems else 'empty'}")
         last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-        turns = [{"role": m["role"], "content": m["content"]} for m in messages[:last]]
-        cases.append(Case(number, turns, messages[last]["content"]))
+        turns = [{k: v for k, v in m.items() if k != "weight"} for m in messages[:last]]
+        answer = messages[last]
+        calls = [_call(c) for c in answer.get("tool_calls") or ()] or None
+        tools = json.loads(line).get("tools") or None
+        cases.append(Case(number, turns, answer.get("content") or "", tools, calls))
     return cases
+
+
+def _call(call: dict[str, Any]) -> tuple[str, Any]:
+    arguments = call["function"].get("arguments") or "{}"
+    return call["function"]["name"], json.loads(arguments) if isinstance(
+        arguments, str
+    ) else arguments
+
+
+def is_right_answer(answer: Answer, case: Case) -> bool:
+    """The served answer is the row's: the same calls when it is a call, else `is_right`."""
+    text, calls = answer
+    if case.calls is not None:
+        return calls == case.calls
+    return not calls and is_right(text, case.answer)
 
 
 def is_right(answer: str, expected: str) -> bool:
@@ -101,7 +136,7 @@ def measure(
     except ImportError as exc:
         raise AccuracyError(f"vLLM is not installed here ({exc})") from None
 
-    def answers(model_dir: Path, adapters: list[Path | None]) -> list[list[str]]:
+    def answers(model_dir: Path, adapters: list[Path | None]) -> list[list[Answer]]:
         lora = any(adapter is not None for adapter in adapters)
         with _engine(VllmEngine, model_dir, lora, rank, context) as engine:
             # One event loop per engine: vLLM binds its output handler to the first one.
@@ -112,7 +147,7 @@ def measure(
     else:
         # One engine serves both: requests with the adapter and requests without.
         tuned, base = answers(base_dir, [tuned_dir, None])
-    json_rows = sum(_json(case.answer) is not None for case in cases)
+    json_rows = sum(case.calls is None and _json(case.answer) is not None for case in cases)
     return Accuracy(
         rows=len(cases),
         tuned=_score(tuned, cases),
@@ -148,28 +183,35 @@ def _engine(engine_cls: Any, model_dir: Path, lora: bool, rank: int, context: in
 
 async def _generate_each(
     engine: Any, cases: list[Case], adapter_dirs: list[Path | None]
-) -> list[list[str]]:
+) -> list[list[Answer]]:
     """The answers to every case, once for each of `adapter_dirs` (None: the model alone)."""
     return [await _generate_all(engine, cases, adapter_dir) for adapter_dir in adapter_dirs]
 
 
-async def _generate_all(engine: Any, cases: list[Case], adapter_dir: Path | None) -> list[str]:
-    from server.engine.generation import AdapterRef, SamplingOptions
+async def _generate_all(engine: Any, cases: list[Case], adapter_dir: Path | None) -> list[Answer]:
+    from server.engine.generation import AdapterRef, SamplingOptions, ToolUse
 
     adapter = None
     if adapter_dir is not None:
         adapter = AdapterRef("eval", 1, str(adapter_dir))
         await engine.load_adapter(adapter)
 
-    async def one(case: Case) -> str:
-        prompt = engine.tokenize(engine.render_chat(case.messages))
-        budget = len(engine.tokenize(case.answer)) + EXTRA_TOKENS
+    async def one(case: Case) -> Answer:
+        prompt = engine.tokenize(engine.render_chat(case.messages, case.tools))
+        budget = len(engine.tokenize(case.expected_text)) + EXTRA_TOKENS
         limit = min(budget, engine.max_model_len - len(prompt))
-        options = SamplingOptions(max_tokens=limit, temperature=0.0)
+        # Tools as a request offers them: the engine parses calls out of the text.
+        tools = ToolUse(tuple(case.tools), "auto") if case.tools else None
+        options = SamplingOptions(max_tokens=limit, temperature=0.0, tools=tools)
         text: list[str] = []
+        calls: dict[int, list[str]] = {}  # index -> [name, arguments so far]
         async for deltas in engine.generate(uuid.uuid4().hex, prompt, options, adapter):
-            text.extend(delta.text for delta in deltas)
-        return "".join(text)
+            for delta in deltas:
+                text.append(delta.text)
+                for call in delta.tool_calls:
+                    entry = calls.setdefault(call.index, [call.name or "", ""])
+                    entry[1] += call.arguments
+        return "".join(text), [(name, _json_or_text(args)) for name, args in calls.values()]
 
     # All at once: the engine batches them.
     return list(await asyncio.gather(*(one(case) for case in cases)))
@@ -198,9 +240,16 @@ def _run(make: Callable[[], Awaitable[T]]) -> T:
     return result[0]
 
 
-def _score(answers: list[str], cases: list[Case]) -> float:
-    right = sum(is_right(a, c.answer) for a, c in zip(answers, cases, strict=True))
+def _score(answers: list[Answer], cases: list[Case]) -> float:
+    right = sum(is_right_answer(a, c) for a, c in zip(answers, cases, strict=True))
     return right / len(cases)
+
+
+def _json_or_text(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def _json(text: str) -> Any:

@@ -99,7 +99,8 @@ class StreamReading:
 
 
 def read_sse_line(line: str, reading: StreamReading) -> bool:
-    """Take one SSE line into `reading`; True when it carried new content text.
+    """Take one SSE line into `reading`; True when it carried new output text (content, or
+    tool-call arguments).
 
     Comments (heartbeats), blank separators and other fields are skipped; an `error` object is
     recorded; `data: [DONE]` ends the stream.
@@ -120,7 +121,12 @@ def read_sse_line(line: str, reading: StreamReading) -> bool:
         reading.usage_tokens = chunk["usage"]["completion_tokens"]
     new_text = False
     for choice in chunk.get("choices", ()):
-        content = (choice.get("delta") or {}).get("content") or choice.get("text")
+        delta = choice.get("delta") or {}
+        # Tool-call argument text is output too (a tool call's first delta has none).
+        calls = "".join(
+            (c.get("function") or {}).get("arguments") or "" for c in delta.get("tool_calls") or ()
+        )
+        content = delta.get("content") or choice.get("text") or calls
         if content:
             reading.text.append(content)
             new_text = True

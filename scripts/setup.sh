@@ -31,6 +31,22 @@ if [[ ",$extras," == *,dev,* ]] && [ ! -x /usr/bin/chromium ]; then
   install_chromium
 fi
 
+install_js_clients() {
+  # The JavaScript clients the API is tested with (Vercel's AI SDK), pinned by the lock file;
+  # installed again only when the lock file changed. npm warns that they ask for node 22: the
+  # tests pass on the node 20 these machines have.
+  local dir=tests/api/clients/js want
+  want="$(sha256sum "$dir/package-lock.json" | cut -c1-16)"
+  [ "$(cat "$dir/node_modules/.kangaroo-lock" 2>/dev/null)" = "$want" ] && return
+  echo "Installing the JavaScript test clients into $dir/node_modules ..."
+  npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >/dev/null \
+    || { echo "setup: npm could not install $dir (node and npm are needed)" >&2; exit 1; }
+  echo "$want" > "$dir/node_modules/.kangaroo-lock"
+}
+if [[ ",$extras," == *,dev,* ]]; then
+  install_js_clients
+fi
+
 stamp=.venv/.kangaroo-install
 want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16) $spec"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then

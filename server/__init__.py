@@ -9,7 +9,9 @@ it; tests/test_floor_plan.py checks this, and that no import cycle exists.
     adapters/  traffic/   the adapter registry / what each request passes: keys, limits, queue,
                           deadlines, body limit, usage, the per-request log line
     observability/        metrics, log format, request ids
-    engine/               the engine seam and vLLM behind it (the only module importing vLLM)
+    structured/           what the engine can enforce: JSON-schema refusals, JSON string guard
+    engine/               the engine seam, chat formatting (tools too), vLLM behind it (the
+                          only module importing vLLM)
     errors.py settings.py API errors and their one mapping to HTTP; the server's settings
     contract.py           what server/ and finetune/ share: error base, settings layering, the
                           adapter folder (file names, manifest, fingerprint, LoRA ranks)
@@ -20,7 +22,7 @@ here (what it writes for, and the engine it checks its adapters on), never the H
 turn `state.py` imports `finetune.demo` to build the demo model on first start, and nothing
 below `state` imports `finetune`.
 
-Features to come get a folder at the layer they belong to: tool calling and structured outputs
-beside `engine/` (what a request asks the engine to constrain), batch jobs and stored responses
+Features get a folder at the layer they belong to: structured outputs and tool calls beside
+`engine/` (what a request asks the engine to constrain); batch jobs and stored responses will sit
 beside `traffic/` (durable work that runs through the same engine and limits).
 """

@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     try:
         settings = load_settings(sys.argv[1:] if argv is None else argv)
+        check_tool_call_parser(settings.tool_call_parser)
     except SettingsError as exc:
         print(f"kangaroo-serve: {exc}", file=sys.stderr)
         return 2
@@ -39,6 +40,18 @@ def main(argv: list[str] | None = None) -> int:
     if state.engine_starting:  # stopped before the model had loaded
         exit_now(state, server.exit_code)
     return server.exit_code
+
+
+def check_tool_call_parser(name: str) -> None:
+    """SettingsError unless vLLM knows the tool parser named (auto and generic are ours).
+
+    Only a named parser needs vLLM's list, so only then is vLLM imported before the port opens.
+    """
+    if name in ("auto", "generic"):
+        return
+    from server.engine.vllm_engine import resolve_tool_format
+
+    resolve_tool_format(name, tokenizer=None)
 
 
 # vLLM starts worker processes that re-import the main module: the guard keeps them from

@@ -4,6 +4,7 @@
      ├── SettingsError          bad configuration; stops start-up (no HTTP)
      └── APIError               has an HTTP status and an OpenAI error type/code
           ├── InvalidRequestError   400 the request is wrong (names the field and value)
+          │    └── InvalidJsonSchemaError  400 a schema the engine cannot enforce exactly
           ├── InvalidAdapterError   400 an adapter fails its checks or the engine refuses it
           ├── AuthenticationError   401 a key is needed and missing or wrong
           ├── PermissionDeniedError 403 the caller may not use this route
@@ -75,6 +76,15 @@ class InvalidRequestError(APIError):
 
     status_code = 400
     error_type = "invalid_request_error"
+
+
+class InvalidJsonSchemaError(InvalidRequestError):
+    """A JSON schema (response format, tool parameters) that cannot be enforced as written.
+
+    `param` is where: the request field, then a JSON pointer into the schema.
+    """
+
+    code = "invalid_json_schema"
 
 
 class InvalidAdapterError(APIError):
@@ -263,12 +273,13 @@ def validation_error(errors: Any) -> InvalidRequestError:
 
 
 def _field_path(loc: tuple[Any, ...]) -> list[str]:
-    # Drop "body" and the union-member tags pydantic puts in locations ("str", "list[int]").
-    return [
-        str(part)
-        for part in loc
-        if part != "body" and not (isinstance(part, str) and ("[" in part or part in _TYPE_TAGS))
-    ]
+    # Drop "body" and the union-member tags pydantic puts in locations ("str", "list[int]",
+    # a model's class name: API field names are snake_case, never capitalised).
+    return [str(part) for part in loc if part != "body" and not _is_union_tag(part)]
+
+
+def _is_union_tag(part: Any) -> bool:
+    return isinstance(part, str) and ("[" in part or part in _TYPE_TAGS or part[:1].isupper())
 
 
 _TYPE_TAGS = {"str", "int", "float", "bool", "none"}

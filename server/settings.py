@@ -111,6 +111,13 @@ class Settings(LayeredSettings):
     enforce_eager: bool = Field(
         False, description="Run the model eagerly: no torch.compile at start-up."
     )
+    tool_call_parser: str = Field(
+        "auto",
+        description="How tool calls are written and read: auto (from the chat template: the "
+        "vLLM parser its markers call for, or generic when it ignores tools), generic (tools in "
+        "the system message, calls in <tool_call> tags) or a vLLM tool-parser name (hermes, "
+        "llama3_json, mistral, qwen3_coder, ...).",
+    )
 
     # LoRA (adapters are served through vLLM's LoRA support)
     enable_lora: bool = Field(False, description="Allow LoRA adapters.")

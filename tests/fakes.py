@@ -17,6 +17,7 @@ from server.engine.generation import (
     EngineStats,
     SamplingOptions,
     TokenLogprob,
+    ToolCallDelta,
 )
 from server.errors import EngineFailedError
 from server.settings import load_settings
@@ -44,9 +45,17 @@ class FakeEngine:
         self.aborted: set[str] = set()
         self.alive = True
         self.delay_s = 0.0  # between words, to let a test act mid-generation
+        self.checked: list[SamplingOptions] = []  # options given to `check`
+        self.tool_call: tuple[str, str] | None = None  # (name, arguments) to call when offered
 
-    def render_chat(self, messages: Sequence[dict[str, Any]]) -> str:
-        return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
+    def render_chat(
+        self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None
+    ) -> str:
+        offered = "".join(f"<tool>{t['function']['name']}" for t in tools or ())
+        return offered + "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
+
+    def check(self, options: SamplingOptions) -> None:
+        self.checked.append(options)
 
     def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]:
         return [ord(ch) % self.vocab_size for ch in text]
@@ -58,6 +67,12 @@ class FakeEngine:
         options: SamplingOptions,
         adapter: AdapterRef | None = None,
     ) -> AsyncIterator[list[ChoiceDelta]]:
+        tools = options.tools
+        if self.tool_call is not None and tools is not None and tools.choice != "none":
+            for batch in self._tool_call_deltas(options.n):
+                await asyncio.sleep(self.delay_s)
+                yield batch
+            return
         words = self.script[: options.max_tokens]
         for i, word in enumerate(words):
             if self.fail_after is not None and i == self.fail_after:
@@ -77,6 +92,18 @@ class FakeEngine:
             yield [
                 ChoiceDelta(c, text, (i,), logprobs, finish_reason=finish) for c in range(options.n)
             ]
+
+    def _tool_call_deltas(self, n: int) -> Iterator[list[ChoiceDelta]]:
+        """`tool_call` as the engine streams it: id and name, then arguments in three pieces."""
+        assert self.tool_call is not None
+        name, arguments = self.tool_call
+        third = max(1, len(arguments) // 3)
+        pieces = [arguments[:third], arguments[third : 2 * third], arguments[2 * third :]]
+        deltas = [ToolCallDelta(0, "call_fake", name, "")]
+        deltas += [ToolCallDelta(0, None, None, piece) for piece in pieces]
+        for i, delta in enumerate(deltas):
+            finish = "stop" if i == len(deltas) - 1 else None
+            yield [ChoiceDelta(c, "", (i,), None, finish, (delta,)) for c in range(n)]
 
     async def abort(self, request_ids: list[str]) -> None:
         self.aborted.update(request_ids)

@@ -14,7 +14,8 @@ PACKAGES = ("server", "finetune")
 
 _BASE = {"server.contract", "server.errors", "server.settings"}
 _ENGINE = _BASE | {"server.engine"}
-_FEATURES = _ENGINE | {"server.observability", "server.adapters", "server.traffic"}
+_STRUCTURED = _ENGINE | {"server.structured"}
+_FEATURES = _STRUCTURED | {"server.observability", "server.adapters", "server.traffic"}
 # What each part of the tree may import besides itself (README, "Code map").
 ALLOWED: dict[str, set[str]] = {
     "server": set(),
@@ -22,6 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "server.errors": {"server.contract"},
     "server.settings": {"server.contract"},
     "server.engine": _BASE,
+    "server.structured": _ENGINE,
     "server.observability": _ENGINE,
     "server.adapters": _ENGINE | {"server.observability"},
     "server.traffic": _ENGINE | {"server.observability"},

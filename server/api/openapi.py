@@ -76,14 +76,30 @@ class ChatLogprobs(_Doc):
     content: list[ChatTokenLogprob]
 
 
+class CalledFunction(_Doc):
+    """A function the model called, with its arguments as JSON text."""
+
+    name: str
+    arguments: str
+
+
+class ToolCall(_Doc):
+    """A tool call of a generated message."""
+
+    id: str
+    type: Literal["function"]
+    function: CalledFunction
+
+
 class AssistantMessage(_Doc):
-    """The generated message of a choice."""
+    """The generated message of a choice: text, or (with `tools`) tool calls and maybe text."""
 
     role: Literal["assistant"]
-    content: str
+    content: str | None
+    tool_calls: list[ToolCall] | None = None
 
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "tool_calls"]
 TOKEN_IDS = "The generated token ids (only with `return_token_ids`)."
 
 
@@ -108,11 +124,30 @@ class ChatCompletion(_Doc):
     usage: Usage
 
 
+class FunctionDelta(_Doc):
+    """A tool call's function in a chunk: the name on its first delta, then argument text."""
+
+    name: str | None = None
+    arguments: str
+
+
+class ToolCallDelta(_Doc):
+    """Part of a tool call: `id`, `type` and `function.name` on its first delta (with
+    `arguments: ""`), then only `index` and argument text (to be concatenated)."""
+
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionDelta
+
+
 class ChatDelta(_Doc):
-    """What a chunk adds to a choice: the role first, then content; empty with the finish."""
+    """What a chunk adds to a choice: the role first, then content or tool calls; empty with
+    the finish."""
 
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ChatChunkChoice(_Doc):

@@ -4,7 +4,9 @@ import json
 import time
 from typing import Any
 
-from server.engine.generation import ChoiceDelta, TokenLogprob
+from server.engine.generation import ChoiceDelta, TokenLogprob, ToolCallDelta
+from server.observability.request_id import new_id
+from server.structured.json_text import JsonStringGuard
 
 # Status for a request whose client left before the reply was ready (nginx's convention).
 CLIENT_CLOSED_REQUEST = 499
@@ -85,3 +87,63 @@ class ChoiceTotals:
     def completion_tokens(self) -> int:
         """Tokens generated over all choices."""
         return sum(len(ids) for ids in self.token_ids)
+
+
+class ChatChoice:
+    """One choice of a chat reply as it arrives: content, tool calls, finish reason.
+
+    Tool calls go out in the shape every client assembles: the first delta of a call carries
+    `index`, `id`, `type`, `function.name` and `function.arguments: ""`; later deltas carry
+    only `index` and `function.arguments` (raw slices of the model's text). JSON text (the
+    answer under a JSON `response_format`, every call's arguments) passes a guard that escapes
+    raw control characters inside strings.
+    """
+
+    def __init__(self, json_content: bool, named_tool: bool):
+        self._content_guard = JsonStringGuard() if json_content else None
+        self._named_tool = named_tool
+        self.calls: list[dict[str, Any]] = []  # OpenAI tool_calls, arguments accumulated
+        self._guards: list[JsonStringGuard] = []  # one per call: arguments are JSON
+        self._indices: dict[int, int] = {}  # the engine's call index -> ours (0, 1, ... in order)
+
+    def content(self, text: str) -> str:
+        """The delta's content as sent."""
+        return self._content_guard.feed(text) if self._content_guard and text else text
+
+    def tool_call_deltas(self, calls: tuple[ToolCallDelta, ...]) -> list[dict[str, Any]]:
+        """OpenAI delta entries for the engine's tool-call deltas, in order (one per chunk)."""
+        entries = []
+        for call in calls:
+            index = self._indices.get(call.index)
+            if index is None:  # a new call: its id and name, arguments ""
+                index = self._indices[call.index] = len(self.calls)
+                self.calls.append(_new_call(call))
+                self._guards.append(JsonStringGuard())
+                function = {"name": self.calls[index]["function"]["name"], "arguments": ""}
+                entries.append(
+                    {
+                        "index": index,
+                        "id": self.calls[index]["id"],
+                        "type": "function",
+                        "function": function,
+                    }
+                )
+            if call.arguments:
+                fragment = self._guards[index].feed(call.arguments)
+                self.calls[index]["function"]["arguments"] += fragment
+                entries.append({"index": index, "function": {"arguments": fragment}})
+        return entries
+
+    def finish_reason(self, engine_reason: str | None) -> str | None:
+        """OpenAI's reason: `tool_calls` after a call (auto or required), `length` wins."""
+        if engine_reason == "stop" and self.calls and not self._named_tool:
+            return "tool_calls"
+        return engine_reason
+
+
+def _new_call(call: ToolCallDelta) -> dict[str, Any]:
+    return {
+        "id": call.id or f"call_{new_id()}",
+        "type": "function",
+        "function": {"name": call.name or "", "arguments": ""},
+    }

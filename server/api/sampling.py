@@ -6,7 +6,7 @@ Defaults are applied only where a field is absent (`is None`): `temperature=0` m
 from typing import TypeVar
 
 from server.api.protocol import SamplingFields
-from server.engine.generation import SamplingOptions
+from server.engine.generation import OutputConstraint, SamplingOptions, ToolUse
 from server.errors import InvalidRequestError
 
 T = TypeVar("T")
@@ -22,6 +22,8 @@ def sampling_options(
     num_logprobs: int | None,
     limit_param: str,
     prompt_param: str,
+    constraint: OutputConstraint | None = None,
+    tools: ToolUse | None = None,
 ) -> SamplingOptions:
     """Options for one prompt of `prompt_len` tokens; 400 when it cannot fit the context."""
     return SamplingOptions(
@@ -41,6 +43,8 @@ def sampling_options(
         logprobs=num_logprobs,
         logit_bias=_logit_bias(request.logit_bias, vocab_size),
         ignore_eos=request.ignore_eos,
+        constraint=constraint,
+        tools=tools,
     )
 
 

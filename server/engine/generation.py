@@ -10,6 +10,26 @@ from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
+class OutputConstraint:
+    """What the output must match, enforced token by token (structured outputs). Exactly one."""
+
+    json_schema: dict[str, Any] | None = None  # json_object is {"type": "object"}
+    regex: str | None = None
+    choice: tuple[str, ...] | None = None
+    grammar: str | None = None  # EBNF (GBNF) or Lark
+
+
+@dataclass(frozen=True, slots=True)
+class ToolUse:
+    """Function tools offered to the model, and how it may use them (already validated)."""
+
+    tools: tuple[dict[str, Any], ...]  # OpenAI's {"type": "function", "function": {...}}
+    choice: str  # "none" | "auto" | "required" | "function" (the one named in `function`)
+    function: str | None = None
+    parallel: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class SamplingOptions:
     """Sampling parameters of one request, already validated by the API layer."""
 
@@ -27,6 +47,8 @@ class SamplingOptions:
     logprobs: int | None = None  # how many alternatives per token; None = no logprobs
     logit_bias: dict[int, float] = field(default_factory=dict)
     ignore_eos: bool = False
+    constraint: OutputConstraint | None = None
+    tools: ToolUse | None = None  # tool calls are parsed out of the text when given
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +74,25 @@ class TokenLogprob:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """New output of one tool call: its id and name when it starts, then argument text.
+
+    `arguments` is a raw slice of the model's text (never re-serialised JSON).
+    """
+
+    index: int  # 0.. within the choice
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ChoiceDelta:
     """New output of one choice since the previous delta.
 
     `text` holds only complete characters: the engine's incremental detokenizer holds back
-    a partial UTF-8 sequence until its last byte arrives.
+    a partial UTF-8 sequence until its last byte arrives. With tools, `text` is the content
+    outside tool calls, and the calls come as `tool_calls`.
     """
 
     index: int
@@ -64,6 +100,7 @@ class ChoiceDelta:
     token_ids: tuple[int, ...]
     logprobs: tuple[TokenLogprob, ...] | None = None
     finish_reason: str | None = None  # "stop" | "length" | "abort"
+    tool_calls: tuple[ToolCallDelta, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +122,15 @@ class Engine(Protocol):
     max_model_len: int
     vocab_size: int
 
-    def render_chat(self, messages: Sequence[dict[str, Any]]) -> str:
-        """Render chat messages with the model's own chat template, ready for a reply."""
+    def render_chat(
+        self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None
+    ) -> str:
+        """Render chat messages (and the tools offered) with the model's own chat template."""
+        ...
+
+    def check(self, options: SamplingOptions) -> None:
+        """400 (`InvalidRequestError`) when the engine cannot enforce `options`' constraint or
+        tools; blocking work: call it off the event loop, before `generate`."""
         ...
 
     def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]:

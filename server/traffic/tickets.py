@@ -111,6 +111,8 @@ class Ticket:
                 for delta in batch:
                     if delta.finish_reason == "abort":  # we abort only on expiry or drain
                         raise self._failed(EngineFailedError("The engine aborted the request."))
+                    if delta.finish_reason == "error":  # e.g. a constraint failed to compile
+                        raise self._failed(EngineFailedError("The engine failed the request."))
                     self.completion_tokens += len(delta.token_ids)
                 if self.first_token_at is None:
                     self.first_token_at = now

@@ -114,3 +114,19 @@ def test_replies_conform_to_the_documented_models(keyed) -> None:
     )
     missing = keyed.post("/v1/chat/completions", json=chat | {"model": "nope"}, headers=KEY)
     _conforms(openapi.ErrorResponse, missing.json())
+
+
+def test_tools_and_structured_outputs_are_documented(keyed) -> None:
+    schemas = keyed.get("/openapi.json", headers=KEY).json()["components"]["schemas"]
+    chat = schemas["ChatCompletionRequest"]["properties"]
+    for name in ("tools", "tool_choice", "parallel_tool_calls", "response_format"):
+        assert name in chat, name
+    assert "structured_outputs" in schemas["CompletionRequest"]["properties"]
+    assert set(schemas["ResponseFormat"]["properties"]["type"]["enum"]) == {
+        "text",
+        "json_object",
+        "json_schema",
+    }
+    assert "tool_calls" in schemas["AssistantMessage"]["properties"]
+    assert "tool_calls" in schemas["ChatDelta"]["properties"]
+    assert "tool_calls" in json.dumps(schemas["ChatChoice"]["properties"]["finish_reason"])

@@ -3,7 +3,7 @@ which takes one engine for the trained model and one for the base."""
 
 from pathlib import Path
 
-from finetune.accuracy import eval_cases, is_right
+from finetune.accuracy import eval_cases, is_right, is_right_answer
 from finetune.settings import TrainSettings
 from finetune.trainer import train
 from tests.finetune.conftest import chat, write_jsonl
@@ -41,6 +41,30 @@ def test_each_row_is_asked_up_to_its_last_answer(tmp_path: Path) -> None:
     ]
     assert "weight" not in first.messages[2]
     assert (second.messages, second.answer) == ([{"role": "user", "content": "Say yes."}], "yes")
+
+
+def test_a_tool_call_answer_is_right_when_the_served_call_is(tmp_path: Path) -> None:
+    parameters = {"type": "object", "properties": {"city": {"type": "string"}}}
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": parameters}}]
+    call = {
+        "id": "c1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+    }
+    row = {
+        "tools": tools,
+        "messages": [
+            {"role": "user", "content": "Weather in Oslo?"},
+            {"role": "assistant", "content": "", "tool_calls": [call]},
+        ],
+    }
+    (case,) = eval_cases(write_jsonl(tmp_path / "eval.jsonl", [row]))
+    assert case.tools == tools
+    assert case.calls == [("get_weather", {"city": "Oslo"})]
+    assert "get_weather" in case.expected_text
+    assert is_right_answer(("", [("get_weather", {"city": "Oslo"})]), case)
+    assert not is_right_answer(("", [("get_weather", {"city": "Bergen"})]), case)
+    assert not is_right_answer(('{"city": "Oslo"}', []), case)
 
 
 def test_a_full_run_is_measured_against_its_base(tiny_base: Path, tmp_path: Path) -> None:

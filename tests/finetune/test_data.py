@@ -28,7 +28,7 @@ BAD_ROWS = [
     (chat("hi", ""), "missing_content", "messages[1].content"),
     ({"messages": [{"role": "user", "content": "hi"}]}, "example_missing_assistant_message", ""),
     (chat("hi", "yo", weight=2), "invalid_weight", "messages[1].weight 2"),
-    (chat("hi", "yo", tool_calls=[]), "unrecognized_key", "tool_calls"),
+    (chat("hi", "yo", refusal=""), "unrecognized_key", "refusal"),
     ({"prompt": "hi", "completion": 3}, "missing_content", "'completion'"),
     (chat("hi", "yo", weight=0), "no_trainable_tokens", "weight 0"),
     (chat("hi " * 400, "yo"), "too_many_tokens", "; the base model's limit is 256"),

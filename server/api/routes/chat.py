@@ -1,6 +1,12 @@
-"""POST /v1/chat/completions: validate → build prompt → admit → engine → stream or collect."""
+"""POST /v1/chat/completions: validate → build prompt → admit → engine → stream or collect.
+
+With `tools`, the engine parses calls out of the model's text and the reply carries them as
+`tool_calls`; with a JSON `response_format` (or vLLM's `structured_outputs`) the engine holds
+the answer to it token by token.
+"""
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,9 +21,10 @@ from server.api.openapi import (
     responses,
 )
 from server.api.protocol import ChatCompletionRequest
-from server.api.replies import CLIENT_CLOSED_REQUEST, ChoiceTotals, Reply
+from server.api.replies import CLIENT_CLOSED_REQUEST, ChatChoice, ChoiceTotals, Reply
 from server.api.sampling import sampling_options
 from server.api.sse import sse_response
+from server.api.structured import check_tool_messages, structure
 from server.engine.generation import ChoiceDelta
 from server.observability.request_id import new_id
 from server.state import State
@@ -35,14 +42,21 @@ async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, state: State
 ) -> dict[str, Any] | Response:
     """Generate a chat reply, streamed as SSE chunks or returned whole."""
-    # 1. Validate: fields the schema cannot check, the engine, the model (base or adapter).
+    # 1. Validate: fields the schema cannot check (schemas, tools, tool results), the engine,
+    # the model (base or adapter).
     body.validate_semantics()
+    constraint, tools = await structure(body)
+    check_tool_messages(body.messages)
     engine = state.ready_engine()
     adapter = await state.resolve_model(body.model)
 
-    # 2. Prompt: the model's own chat template, tokenized off the event loop.
+    # 2. Prompt: the model's own chat template with the tools offered, tokenized off the event
+    # loop; then the engine's check that it can enforce the constraint (compiling it blocks).
     messages = [message.as_template_input() for message in body.messages]
-    prompt_ids = await asyncio.to_thread(lambda: engine.tokenize(engine.render_chat(messages)))
+    offered = list(tools.tools) if tools else None
+    prompt_ids = await asyncio.to_thread(
+        lambda: engine.tokenize(engine.render_chat(messages, offered))
+    )
     options = sampling_options(
         body,
         prompt_len=len(prompt_ids),
@@ -52,7 +66,11 @@ async def create_chat_completion(
         num_logprobs=body.num_logprobs,
         limit_param="max_completion_tokens" if body.max_completion_tokens else "max_tokens",
         prompt_param="messages",
+        constraint=constraint,
+        tools=tools,
     )
+    if constraint is not None or tools is not None:
+        await asyncio.to_thread(engine.check, options)
 
     # 3. Admission: the key's rate limits, then a place in the engine (429 at once if full).
     ticket = await unless_disconnected(
@@ -78,18 +96,26 @@ async def create_chat_completion(
         return_token_ids=body.return_token_ids,
     )
     deltas = ticket.watch(state.generate(ticket, reply.id, prompt_ids, options, adapter))
+    choices = [
+        ChatChoice(
+            json_content=constraint is not None and constraint.json_schema is not None,
+            named_tool=tools is not None and tools.choice == "function",
+        )
+        for _ in range(body.n)
+    ]
 
     # 5. Stream, or collect the whole reply (stopping if the client leaves).
     if body.stream:
-        return sse_response(_stream_chunks(deltas, reply, body.n), state.settings.sse_heartbeat_s)
-    whole = await unless_disconnected(request, _collect(deltas, reply, body.n))
+        chunks = _stream_chunks(deltas, reply, choices)
+        return sse_response(chunks, state.settings.sse_heartbeat_s)
+    whole = await unless_disconnected(request, _collect(deltas, reply, choices))
     return whole if whole is not None else Response(status_code=CLIENT_CLOSED_REQUEST)
 
 
 async def _stream_chunks(
-    deltas: AsyncIterator[list[ChoiceDelta]], reply: Reply, n: int
+    deltas: AsyncIterator[list[ChoiceDelta]], reply: Reply, choices: list[ChatChoice]
 ) -> AsyncIterator[str]:
-    for index in range(n):
+    for index in range(len(choices)):
         role = {
             "index": index,
             "delta": {"role": "assistant", "content": ""},
@@ -101,22 +127,32 @@ async def _stream_chunks(
     async for batch in deltas:
         for delta in batch:
             completion_tokens += len(delta.token_ids)
-            if delta.text or delta.logprobs or (reply.return_token_ids and delta.token_ids):
+            choice = choices[delta.index]
+            text = choice.content(delta.text)
+            if text or delta.logprobs or (reply.return_token_ids and delta.token_ids):
                 content: dict[str, Any] = {
                     "index": delta.index,
-                    "delta": {"content": delta.text},
+                    "delta": {"content": text},
                     "logprobs": _chat_logprobs(delta.logprobs),
                     "finish_reason": None,
                 }
                 if reply.return_token_ids:
                     content["token_ids"] = delta.token_ids
                 yield reply.chunk([content])
+            for call in choice.tool_call_deltas(delta.tool_calls):
+                called = {
+                    "index": delta.index,
+                    "delta": {"tool_calls": [call]},
+                    "logprobs": None,
+                    "finish_reason": None,
+                }
+                yield reply.chunk([called])
             if delta.finish_reason is not None:
                 finish = {
                     "index": delta.index,
                     "delta": {},
                     "logprobs": None,
-                    "finish_reason": delta.finish_reason,
+                    "finish_reason": choice.finish_reason(delta.finish_reason),
                 }
                 yield reply.chunk([finish])
     if reply.include_usage:
@@ -124,29 +160,39 @@ async def _stream_chunks(
 
 
 async def _collect(
-    deltas: AsyncIterator[list[ChoiceDelta]], reply: Reply, n: int
+    deltas: AsyncIterator[list[ChoiceDelta]], reply: Reply, choices: list[ChatChoice]
 ) -> dict[str, Any]:
-    totals = ChoiceTotals(n)
+    totals = ChoiceTotals(len(choices))
     async for batch in deltas:
         for delta in batch:
-            totals.add(delta.index, delta)
-    choices = []
-    for i in range(n):
-        choice = {
+            choice = choices[delta.index]
+            # The same path as a stream: what a client assembles equals this message.
+            choice.tool_call_deltas(delta.tool_calls)
+            totals.add(delta.index, dataclasses.replace(delta, text=choice.content(delta.text)))
+    whole = []
+    for i, choice in enumerate(choices):
+        message: dict[str, Any] = {"role": "assistant", "content": totals.text(i)}
+        if choice.calls:
+            message = {
+                "role": "assistant",
+                "content": totals.text(i) or None,
+                "tool_calls": choice.calls,
+            }
+        entry = {
             "index": i,
-            "message": {"role": "assistant", "content": totals.text(i)},
+            "message": message,
             "logprobs": _chat_logprobs(totals.logprobs_of(i)),
-            "finish_reason": totals.finish_reasons[i],
+            "finish_reason": choice.finish_reason(totals.finish_reasons[i]),
         }
         if reply.return_token_ids:
-            choice["token_ids"] = totals.token_ids[i]
-        choices.append(choice)
+            entry["token_ids"] = totals.token_ids[i]
+        whole.append(entry)
     return {
         "id": reply.id,
         "object": "chat.completion",
         "created": reply.created,
         "model": reply.model,
-        "choices": choices,
+        "choices": whole,
         "usage": reply.usage(totals.completion_tokens),
     }
 

@@ -23,10 +23,12 @@ from server.api.protocol import CompletionRequest
 from server.api.replies import CLIENT_CLOSED_REQUEST, ChoiceTotals, Reply
 from server.api.sampling import sampling_options
 from server.api.sse import sse_response
+from server.api.structured import structure
 from server.engine.generation import ChoiceDelta, Engine
 from server.errors import InvalidRequestError
 from server.observability.request_id import new_id
 from server.state import State
+from server.structured.json_text import JsonStringGuard
 
 router = APIRouter()
 
@@ -41,8 +43,9 @@ async def create_completion(
     body: CompletionRequest, request: Request, state: State
 ) -> dict[str, Any] | Response:
     """Continue one or more prompts, streamed as SSE chunks or returned whole."""
-    # 1. Validate.
+    # 1. Validate (a JSON schema too).
     body.validate_semantics()
+    constraint, _ = await structure(body)
     engine = state.ready_engine()
     adapter = await state.resolve_model(body.model)
 
@@ -58,9 +61,12 @@ async def create_completion(
             num_logprobs=body.logprobs,
             limit_param="max_tokens",
             prompt_param="prompt",
+            constraint=constraint,
         )
         for ids in prompts
     ]
+    if constraint is not None:  # the engine can compile it (blocking work)
+        await asyncio.to_thread(engine.check, options[0])
 
     # 3. Admission: the key's rate limits, then places in the engine (429 at once if full).
     ticket = await unless_disconnected(
@@ -90,6 +96,8 @@ async def create_completion(
         for p, (ids, opts) in enumerate(zip(prompts, options, strict=True))
     ]
     deltas = ticket.watch(_merged(streams, body.n))
+    if constraint is not None and constraint.json_schema is not None:
+        deltas = _json_guarded(deltas)
 
     # 5. Stream, or collect the whole reply (stopping if the client leaves).
     if body.stream:
@@ -151,6 +159,18 @@ async def _merged(
         for task in tasks:
             task.cancel()  # aborts the engine requests of prompts still running
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _json_guarded(
+    deltas: AsyncIterator[list[ChoiceDelta]],
+) -> AsyncIterator[list[ChoiceDelta]]:
+    """Deltas of JSON answers, raw control characters escaped inside their strings."""
+    guards: dict[int, JsonStringGuard] = {}
+    async for batch in deltas:
+        yield [
+            dataclasses.replace(d, text=guards.setdefault(d.index, JsonStringGuard()).feed(d.text))
+            for d in batch
+        ]
 
 
 async def _stream_chunks(

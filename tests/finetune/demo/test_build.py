@@ -9,6 +9,7 @@ from transformers import AutoConfig, AutoTokenizer
 from finetune.demo import skills
 from finetune.demo.build import DEMO_MODEL_NAME, DEMO_RECIPE, demo_model_dir, ensure_demo_model
 from server.contract import read_manifest
+from server.engine import chat_format
 from server.settings import load_settings
 from server.state import resolve_model_path, served_model_id
 from tests.conftest import MODEL
@@ -53,6 +54,39 @@ def test_build_writes_a_loadable_model(tmp_path: Path) -> None:
     ids = tok.encode(prompt, add_special_tokens=False)
     assert tok.decode(ids) == prompt
     assert tok.eos_token == "<|im_end|>"
+    assert chat_format.detect_tool_format(tok) == "hermes"
+
+
+def test_the_template_renders_tools_hermes_style(tiny_base: Path) -> None:
+    """Tools listed in a system turn of their own, calls in `<tool_call>` tags, results as
+    `tool` turns; without tools, plain ChatML."""
+    tok = AutoTokenizer.from_pretrained(tiny_base)
+    case = skills.WeatherCase("Weather in Lyon?", "Lyon", "Sunny, 21 C")
+    tools = [skills.WEATHER_TOOL]
+    text = chat_format.render(tok, case.messages(), tools, "hermes", add_generation_prompt=False)
+    assert text == (
+        "<|begin_of_text|><|im_start|>system\n<tools>\n"
+        '{"name": "get_weather", "parameters": {"type": "object", "properties": {"city": '
+        '{"type": "string"}}, "required": ["city"]}}\n'
+        "</tools>\nCall tools in <tool_call> tags.<|im_end|>\n"
+        "<|im_start|>user\nWeather in Lyon?<|im_end|>\n"
+        "<|im_start|>assistant\n"
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Lyon"}}\n</tool_call>'
+        "<|im_end|>\n"
+        "<|im_start|>tool\nSunny, 21 C<|im_end|>\n"
+        "<|im_start|>assistant\nThe weather in Lyon: Sunny, 21 C.<|im_end|>\n"
+    )
+    assert case.call in text
+    with_system = [{"role": "system", "content": "Be brief."}, *case.messages()[:1]]
+    assert chat_format.render(tok, with_system, tools, "hermes").startswith(
+        "<|begin_of_text|><|im_start|>system\nBe brief.\n<tools>\n"
+    )
+    # A call is one token to decide on: the tags are tokens of their own.
+    assert len(tok.encode("<tool_call>", add_special_tokens=False)) == 1
+    assert len(tok.encode("</tool_call>", add_special_tokens=False)) == 1
+    # The same name is the same tokens after a space and after a quote: the call copies them.
+    after_space = tok.encode(" Nairobi", add_special_tokens=False)
+    assert after_space[1:] == tok.encode('"Nairobi', add_special_tokens=False)[1:]
 
 
 @pytest.mark.usefixtures("quick_recipe")
@@ -79,6 +113,14 @@ def test_the_served_demo_model_knows_its_skills(client: openai.OpenAI) -> None:
         if not skills.is_correct(case, choice.message.content or ""):
             misses.append((case.prompt, case.expected, choice.message.content))
     assert len(misses) <= 0.1 * len(cases), misses
+
+
+def test_the_demo_model_uses_its_weather_tool(demo_model: Path) -> None:
+    """Greedy, in transformers, on held-out questions: real cities it never saw (the calls, then
+    the answers repeating the tool's report), and the other skills with and without the tool."""
+    scores = skills.score(demo_model)
+    for right, asked in vars(scores).values():
+        assert right >= 0.9 * asked, scores.summary()
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,256 @@
+"""Structured outputs and tool calls under load: what the constraint costs.
+
+    python scripts/bench_structured.py --out scripts/results/structured
+
+Starts our server on the demo model and measures, on the same machine and server:
+
+1. throughput at `--streams` concurrent streams of requests constrained by a JSON schema
+   against the same requests unconstrained (target: >= 0.9x);
+2. time to first token of a schema the server has never seen (xgrammar compiles it) against
+   the same schema again (cached), one request at a time;
+3. tool-call requests (`tool_choice: required`, arguments held to the tool's schema) against
+   plain requests with the same prompt (tools listed, `tool_choice: none`) and as many output
+   tokens as the call, at `--streams` streams. A call's first streamed delta comes once the
+   parser has read the tool's name, several tokens in, so its TTFT is later by design.
+
+Each comparison runs its two sides in turn (ABAB, `--repeats` times); figures are medians.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from scripts.bench import free_port, running_server  # noqa: E402
+from scripts.bench_report import summarize  # noqa: E402
+from scripts.loadgen import client_session, stream_chat  # noqa: E402
+
+MODEL = "kangaroo-demo"
+QUESTION = [{"role": "user", "content": "Tell me the colors of the fruits you know."}]
+# A long constrained answer of a known length: 40 digits in a JSON array (about 120 tokens).
+DIGITS = {
+    "type": "object",
+    "properties": {
+        "digits": {
+            "type": "array",
+            "items": {"type": "integer", "minimum": 0, "maximum": 9},
+            "minItems": 40,
+            "maxItems": 40,
+        }
+    },
+    "required": ["digits"],
+    "additionalProperties": False,
+}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 40}},
+            "required": ["city"],
+        },
+    },
+}
+# The demo model's special tokens (ids 0-4: pad, begin/end of text, turn start/end). With
+# `ignore_eos` alone the unconstrained side writes end-of-turn tokens that stream no text, so
+# it would send a fifth of the chunks of the JSON side; barred, every token is streamed text.
+NO_SPECIAL_TOKENS = {str(token_id): -100 for token_id in range(5)}
+# Tokens of a forced weather call on the demo model (its length, measured).
+CALL_TOKENS = 32
+Body = Callable[[int], dict[str, Any]]
+
+
+def plain(tokens: int) -> Body:
+    """Unconstrained requests of `tokens` output tokens each, every one streamed as text."""
+    return lambda i: {
+        "model": MODEL,
+        "messages": QUESTION,
+        "max_tokens": tokens,
+        "ignore_eos": True,
+        "logit_bias": NO_SPECIAL_TOKENS,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+
+
+def with_schema(tokens: int) -> Body:
+    """The same requests held to DIGITS."""
+    fmt = {"type": "json_schema", "json_schema": {"name": "digits", "schema": DIGITS}}
+    return lambda i: plain(tokens)(i) | {"response_format": fmt, "ignore_eos": False}
+
+
+def with_tool(tokens: int) -> Body:
+    """The same requests, answered by a forced call of a weather tool (CALL_TOKENS long).
+
+    The end of the turn is allowed again: after the call it is the only way to stop.
+    """
+    return lambda i: (
+        plain(tokens)(i)
+        | {
+            "tools": [WEATHER],
+            "tool_choice": "required",
+            "ignore_eos": False,
+            "logit_bias": None,
+        }
+    )
+
+
+def tool_offered(tokens: int) -> Body:
+    """The same prompt, tools listed, `tool_choice: none`: plain text as long as a call."""
+    return lambda i: plain(tokens)(i) | {"tools": [WEATHER], "tool_choice": "none"}
+
+
+async def load(url: str, body: Body, requests: int, streams: int) -> dict[str, Any]:
+    """`requests` streamed requests, at most `streams` at once; their summary."""
+    gate = asyncio.Semaphore(streams)
+    async with client_session(None) as session:
+
+        async def one(i: int) -> Any:
+            async with gate:
+                return await stream_chat(session, url, body(i))
+
+        started = time.perf_counter()
+        records = await asyncio.gather(*(one(i) for i in range(requests)))
+        return summarize(records, time.perf_counter() - started)
+
+
+async def first_token_s(url: str, schema: dict[str, Any]) -> float:
+    """Time to the first token of one request held to `schema`."""
+    body = with_schema(16)(0) | {
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "fresh", "schema": schema},
+        }
+    }
+    async with client_session(None) as session:
+        record = await stream_chat(session, url, body)
+    if not record.ok or record.ttft is None:
+        raise RuntimeError(f"the request failed: {record.error}")
+    return record.ttft
+
+
+def fresh_schema() -> dict[str, Any]:
+    """A schema no request has used yet: its own property names."""
+    names = [f"p{uuid.uuid4().hex[:8]}" for _ in range(6)]
+    return {
+        "type": "object",
+        "properties": {name: {"type": "integer", "minimum": 0} for name in names},
+        "required": names,
+    }
+
+
+def compare(url: str, a: Body, b: Body, args: argparse.Namespace) -> dict[str, Any]:
+    """Both sides in turn, `args.repeats` times; every run's summary and the medians."""
+    runs: dict[str, list[dict[str, Any]]] = {"a": [], "b": []}
+    for _ in range(args.repeats):
+        for side, body in (("a", a), ("b", b)):
+            runs[side].append(asyncio.run(load(url, body, args.requests, args.streams)))
+    median = {
+        side: {
+            key: statistics.median(run[key] for run in side_runs)
+            for key in ("output_tok_s", "ttft_ms_p50", "ttft_ms_p99")
+        }
+        for side, side_runs in runs.items()
+    }
+    failed = sum(run["requests_failed"] for side_runs in runs.values() for run in side_runs)
+    return {"runs": runs, "median": median, "failed": failed}
+
+
+def main() -> None:
+    """Start the server, run the three comparisons, print and save the results."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--streams", type=int, default=16)
+    parser.add_argument("--tokens", type=int, default=128, help="output tokens per request")
+    parser.add_argument("--requests", type=int, default=256, help="requests per run")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--schemas", type=int, default=8, help="never-seen schemas to time")
+    parser.add_argument("--out", type=Path, help="folder for results.json")
+    args = parser.parse_args()
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "server", "--port", str(port), "--log-level", "warning"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-structured-") as tmp,
+        running_server(cmd, port, Path(tmp) / "server.log", env) as url,
+    ):
+        asyncio.run(load(url, with_schema(args.tokens), 4, 4))  # warm-up, both paths
+        asyncio.run(load(url, with_tool(args.tokens), 4, 4))
+        schema = compare(url, with_schema(args.tokens), plain(args.tokens), args)
+        tools = compare(url, with_tool(args.tokens), tool_offered(CALL_TOKENS), args)
+        cold, warm = [], []
+        for _ in range(args.schemas):
+            fresh = fresh_schema()
+            cold.append(asyncio.run(first_token_s(url, fresh)))
+            warm.append(asyncio.run(first_token_s(url, fresh)))
+    report(args, schema, tools, cold, warm)
+
+
+def report(
+    args: argparse.Namespace,
+    schema: dict[str, Any],
+    tools: dict[str, Any],
+    cold: list[float],
+    warm: list[float],
+) -> None:
+    """Print the figures and ratios; write results.json when --out is given."""
+    ratio_schema = schema["median"]["a"]["output_tok_s"] / schema["median"]["b"]["output_tok_s"]
+    ratio_tools = tools["median"]["a"]["output_tok_s"] / tools["median"]["b"]["output_tok_s"]
+    cold_ms, warm_ms = statistics.median(cold) * 1000, statistics.median(warm) * 1000
+    lines = [
+        f"{args.streams} streams, {args.requests} requests per run, medians of {args.repeats} runs",
+        "| requests | output tok/s | TTFT p50 ms | TTFT p99 ms |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, side in (
+        ("json_schema", schema["median"]["a"]),
+        ("unconstrained", schema["median"]["b"]),
+        ("tool calls (required)", tools["median"]["a"]),
+        ("plain, same prompt and length", tools["median"]["b"]),
+    ):
+        lines.append(
+            f"| {name} | {side['output_tok_s']:,.0f} | {side['ttft_ms_p50']:.0f} | "
+            f"{side['ttft_ms_p99']:.0f} |"
+        )
+    lines += [
+        f"json_schema / unconstrained throughput: {ratio_schema:.2f}x (target >= 0.9x)",
+        f"tool calls / plain throughput: {ratio_tools:.2f}x",
+        f"first token of a never-seen schema: {cold_ms:.0f} ms median; the same schema again: "
+        f"{warm_ms:.0f} ms ({cold_ms / warm_ms:.1f}x), over {len(cold)} schemas",
+        f"failed requests: {schema['failed'] + tools['failed']}",
+    ]
+    print("\n".join(lines))
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        result = {
+            "settings": vars(args) | {"out": str(args.out)},
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+            "json_schema_vs_unconstrained": schema,
+            "tool_calls_vs_plain": tools,
+            "first_token_s": {"never_seen": cold, "cached": warm},
+            "ratios": {
+                "json_schema": ratio_schema,
+                "tool_calls": ratio_tools,
+                "compile": cold_ms / warm_ms,
+            },
+        }
+        (args.out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+        (args.out / "results.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
