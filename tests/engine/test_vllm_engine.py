@@ -38,10 +38,11 @@ def test_template_renders_accepted_messages(tokenizer) -> None:
 
 def test_template_refusal_is_a_400_naming_the_reason(tokenizer) -> None:
     with pytest.raises(InvalidRequestError) as err:
-        render_chat_template(tokenizer, [{"role": "tool", "content": "42"}])
+        # A system turn: the generic tool format rewrites `tool` turns as user turns.
+        render_chat_template(tokenizer, [{"role": "system", "content": "42"}])
     assert err.value.status_code == 400
     assert err.value.param == "messages"
-    assert "not tool" in err.value.message
+    assert "not system" in err.value.message
 
 
 def test_settings_reach_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
