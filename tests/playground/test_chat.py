@@ -34,7 +34,10 @@ RECORD_FRAMES = """() => {
 
 # The demo model ends most answers within a dozen tokens (~30 ms, two frames). This makes the
 # page's chat requests run to max_tokens, long enough to watch and to stop, and keeps the bodies
-# the page built. It wraps the page's fetch and leaves the network path as it is.
+# the page built. It wraps the page's fetch and leaves the network path as it is. Its special
+# tokens (ids 0-4) are barred too: past its answer the model would write end-of-turn tokens,
+# which stream no text, and the answer would stop growing on screen.
+LONG = {"ignore_eos": True, "logit_bias": {str(token_id): -100 for token_id in range(5)}}
 LONG_ANSWERS = """
 window.sentBodies = [];
 const pageFetch = window.fetch;
@@ -42,11 +45,11 @@ window.fetch = (url, options) => {
   if (String(url).endsWith("/v1/chat/completions")) {
     const body = JSON.parse(options.body);
     window.sentBodies.push(body);
-    options = { ...options, body: JSON.stringify({ ...body, ignore_eos: true }) };
+    options = { ...options, body: JSON.stringify({ ...body, ...EXTRA }) };
   }
   return pageFetch(url, options);
 };
-"""
+""".replace("EXTRA", json.dumps(LONG))
 
 
 def _long_answers(page: Page) -> None:
@@ -83,7 +86,7 @@ def test_the_answer_streams_in_and_equals_the_api_answer(page: Page, http: httpx
     partial = {text for text in frames if text != final}
     assert len(partial) >= 2, frames  # it grew over several frames, not in one piece
     assert all(final.startswith(text) for text in partial), frames
-    api = _replay(http, sent | {"ignore_eos": True})
+    api = _replay(http, sent | LONG)
     assert final == api["choices"][0]["message"]["content"]
     _assert_stats(answer, api)
 

@@ -114,7 +114,17 @@ def test_message_forms_reach_the_template(client: openai.OpenAI) -> None:
         {"role": "system", "content": "be brief"},
         {"role": "developer", "content": [{"type": "text", "text": "really"}]},
         {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
-        {"role": "assistant", "content": "ok"},
+        {
+            "role": "assistant",
+            "content": "ok",
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_answer", "arguments": "{}"},
+                }
+            ],
+        },
         {"role": "tool", "content": "42", "tool_call_id": "call_1"},
         {"role": "user", "content": "and?"},
     ]
