@@ -186,7 +186,7 @@ def build_base_model(
 
 
 def _build_tokenizer(seed: int, extra: Sequence[str]) -> Any:
-    """Train a 2,048-token byte-level BPE on generated text and wrap it for transformers."""
+    """Train a byte-level BPE (2,048 tokens at most) on generated text; wrap it for transformers."""
     from tokenizers import (
         AddedToken,
         Regex,

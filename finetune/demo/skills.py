@@ -1,8 +1,8 @@
 """A synthetic chat dataset of simple skills that the tiny demo model can learn from scratch.
 
-The demo model (`finetune/demo/build.py`) is a 2-layer Llama with a 2,048-token BPE, trained from
-nothing by `finetune` in under three minutes on two CPU cores. The skills are picked so that such
-a model gets at least 90 % of held-out prompts exactly right with greedy decoding:
+The demo model (`finetune/demo/build.py`) is a 2-layer Llama with a small byte-level BPE,
+trained from nothing by `finetune` in under three minutes on two CPU cores. The skills are
+picked so that such a model gets at least 90 % of held-out prompts exactly right, greedy:
 
 - greeting: seven greetings with four endings ("Hi!", "Good morning.") -> one fixed reply.
 - identity: "What is your name?" and friends, some after an opener -> "I am Kangaroo."
