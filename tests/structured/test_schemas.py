@@ -11,6 +11,8 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import pytest
+import xgrammar as xgr
+import xgrammar.testing as testing
 from openai.lib._pydantic import to_strict_json_schema
 from pydantic import BaseModel, Field
 
@@ -451,8 +453,6 @@ def test_raw_nesting_limit() -> None:
 
 def xgrammar_accepts(schema: dict[str, Any]) -> Callable[[str], bool]:
     """Whether xgrammar, compiling `schema` as vLLM does (strict mode), accepts a JSON text."""
-    xgr = pytest.importorskip("xgrammar")
-    testing = pytest.importorskip("xgrammar.testing")
     grammar = xgr.Grammar.from_json_schema(json.dumps(schema), any_whitespace=True)
     return lambda text: bool(testing._is_grammar_accept_string(grammar, text))
 
