@@ -13,6 +13,7 @@ from server.api.routes import (
     adapters,
     chat,
     completions,
+    files,
     health,
     metrics,
     models,
@@ -72,7 +73,9 @@ def create_app(
     # labels 401s too, so a page can read why it was refused; the request log sees every
     # request, refused or not; the body limit applies only to callers with a valid key.
     app.add_middleware(
-        BodyLimit, max_bytes=int(settings.max_body_mib * 2**20), exempt=(adapters.router.prefix,)
+        BodyLimit,
+        max_bytes=int(settings.max_body_mib * 2**20),
+        exempt=(adapters.router.prefix, files.router.prefix),
     )
     app.add_middleware(
         KeyAuth,
@@ -92,7 +95,7 @@ def create_app(
         )
     app.state.kangaroo = state
     install_error_handlers(app)
-    for module in (chat, completions, models, adapters, usage, metrics, health, playground):
+    for module in (chat, completions, models, files, adapters, usage, metrics, health, playground):
         app.include_router(module.router)
     install_openapi(app, keys.enabled, public, admin_paths(settings))
     return app

@@ -9,6 +9,7 @@
           ├── AuthenticationError   401 a key is needed and missing or wrong
           ├── PermissionDeniedError 403 the caller may not use this route
           ├── ModelNotFoundError    404 `model` is not served here (also adapters, versions)
+          ├── NotFoundError         404 no such file, or not the caller's
           ├── RequestTimeoutError   408 a deadline passed (in the queue, or generating)
           ├── AdapterConflictError  409 an adapter was trained on another base model
           ├── RequestTooLargeError  413 the body (e.g. an adapter upload) is over its limit
@@ -120,6 +121,15 @@ class ModelNotFoundError(APIError):
 
     def __init__(self, model: str, why: str = "", param: str | None = "model"):
         super().__init__(f"The model '{model}' does not exist{why}.", param=param)
+
+
+class NotFoundError(APIError):
+    """The request names an object (a file) that does not exist, or that its key may not see:
+    the same answer for both, so ids cannot be probed."""
+
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "not_found"
 
 
 class AdapterConflictError(APIError):

@@ -19,9 +19,16 @@ def _default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kangaroo"
 
 
+def _state_home() -> Path:
+    return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "kangaroo"
+
+
 def _default_usage_db() -> Path:
-    state_home = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
-    return state_home / "kangaroo" / "usage.sqlite3"
+    return _state_home() / "usage.sqlite3"
+
+
+def _default_data_dir() -> Path:
+    return _state_home() / "data"
 
 
 class KeySpec(BaseModel):
@@ -179,6 +186,13 @@ class Settings(LayeredSettings):
     usage_db: Path = Field(
         default_factory=_default_usage_db,
         description="SQLite file of usage per key, model and day (kept across restarts).",
+    )
+    data_dir: Path = Field(
+        default_factory=_default_data_dir,
+        description="Folder of durable state: uploaded files (SQLite and the files' bytes).",
+    )
+    file_max_mib: int = Field(
+        200, ge=1, description="Largest file accepted by POST /v1/files, in MiB."
     )
 
     # Admission and deadlines

@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 
 from finetune.demo.build import DEMO_MODEL_NAME, ensure_demo_model
 from server.adapters.registry import AdapterRegistry, Served
+from server.batch.files import FileStore
 from server.engine.generation import ChoiceDelta, Engine, SamplingOptions
 from server.errors import (
     EngineDeadError,
@@ -49,6 +50,7 @@ class ServerState:
     adapters: AdapterRegistry | None = field(init=False, default=None)
     metrics: Metrics = field(init=False, default_factory=Metrics)
     traffic: Traffic = field(init=False)
+    files: FileStore = field(init=False)
     draining: bool = False
     engine_dead: bool = False
     engine_starting: bool = False  # the model is loading in a worker thread
@@ -56,6 +58,7 @@ class ServerState:
     def __post_init__(self) -> None:
         self.model_id = served_model_id(self.settings)
         self.traffic = Traffic(self.settings, self.metrics, UsageStore(self.settings.usage_db))
+        self.files = FileStore(self.settings.data_dir, self.settings.file_max_mib * 2**20)
         self.metrics.watch(self.load)
         if self.settings.adapter_dir is not None:
             self.adapters = AdapterRegistry(
@@ -149,11 +152,12 @@ class ServerState:
             await self._settled(timeout_s=5.0)
 
     def shutdown(self) -> None:
-        """Stop the engine if it started, and write the usage counted so far."""
+        """Stop the engine if it started, write the usage counted so far, close the files."""
         if self.engine is not None:
             self.engine.shutdown()
             self.engine = None
         self.traffic.usage.close()
+        self.files.close()
 
     async def _start_engine(self) -> None:
         self.engine_starting = True

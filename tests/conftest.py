@@ -95,8 +95,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     on the model's path, so a stable path saves ~30 s per session after the first.
     tests/finetune/demo/test_build.py builds the model from nothing into a fresh folder.
     """
+    folder = tmp_path_factory.mktemp("server")
     args = ["--sse-heartbeat-s", str(HEARTBEAT_S), "--max-model-len", "2048", "--kv-cache-gib", "1"]
-    with running_server(tmp_path_factory.mktemp("server"), args) as running:
+    args += ["--data-dir", str(folder / "data")]
+    with running_server(folder, args) as running:
         yield running
 
 
@@ -279,7 +281,8 @@ def prod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """The production-like server (see CONFIG), with an adapter registry in a temporary folder."""
     folder = tmp_path_factory.mktemp("prod")
     config = folder / "server.toml"
-    config.write_text(f'usage_db = "{folder / "usage.sqlite3"}"\n' + CONFIG)  # before [[keys]]
+    own = f'usage_db = "{folder / "usage.sqlite3"}"\ndata_dir = "{folder / "data"}"\n'
+    config.write_text(own + CONFIG)  # before [[keys]]
     args = ["--config", str(config), "--adapter-dir", str(folder / "adapters")]
     with running_server(folder, args) as running:
         yield running

@@ -132,7 +132,8 @@ def fake_client(
 ) -> Iterator[TestClient]:
     """The app on `engine` (a new `FakeEngine` by default), started and with its engine ready.
 
-    `settings` override the defaults; the usage store is this app's own, in a temporary folder.
+    `settings` override the defaults; the usage store and the data folder are this app's own,
+    in a temporary folder.
     """
     fake = engine or FakeEngine()
     with tempfile.TemporaryDirectory() as folder:
@@ -141,6 +142,7 @@ def fake_client(
             "served_model_name": "fake",
             "sse_heartbeat_s": 0,
             "usage_db": Path(folder) / "usage.sqlite3",
+            "data_dir": Path(folder) / "data",
         }
         app = create_app(load_settings(**values | settings), lambda s, p: fake, on_fatal_error)
         with TestClient(app, raise_server_exceptions=False) as client:

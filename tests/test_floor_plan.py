@@ -15,7 +15,12 @@ PACKAGES = ("server", "finetune")
 _BASE = {"server.contract", "server.errors", "server.settings"}
 _ENGINE = _BASE | {"server.engine"}
 _STRUCTURED = _ENGINE | {"server.structured"}
-_FEATURES = _STRUCTURED | {"server.observability", "server.adapters", "server.traffic"}
+_FEATURES = _STRUCTURED | {
+    "server.observability",
+    "server.adapters",
+    "server.traffic",
+    "server.batch",
+}
 # What each part of the tree may import besides itself (README, "Code map").
 ALLOWED: dict[str, set[str]] = {
     "server": set(),
@@ -24,6 +29,7 @@ ALLOWED: dict[str, set[str]] = {
     "server.settings": {"server.contract"},
     "server.engine": _BASE,
     "server.structured": _ENGINE,
+    "server.batch": _BASE,
     "server.observability": _ENGINE,
     "server.adapters": _ENGINE | {"server.observability"},
     "server.traffic": _ENGINE | {"server.observability"},

@@ -326,6 +326,38 @@ class UsageRow(_Doc):
     total_tokens: int
 
 
+class FileObject(_Doc):
+    """An uploaded file (OpenAI's file object)."""
+
+    id: str
+    object: Literal["file"]
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: Literal["batch"]
+    status: Literal["processed"]
+    status_details: None
+    expires_at: None
+
+
+class FileList(_Doc):
+    """A page of files; `after` = `last_id` fetches the next one while `has_more`."""
+
+    object: Literal["list"]
+    data: list[FileObject]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class DeletedFile(_Doc):
+    """A deleted file."""
+
+    id: str
+    object: Literal["file"]
+    deleted: Literal[True]
+
+
 class UsageReport(_Doc):
     """Requests and tokens per group, over the days asked for."""
 
@@ -432,6 +464,20 @@ def push_body(from_path: type[BaseModel]) -> dict[str, Any]:
             },
         }
     }
+
+
+def upload_body() -> dict[str, Any]:
+    """The request body of a file upload, which the route reads itself (multipart)."""
+    upload = {
+        "type": "object",
+        "required": ["file", "purpose"],
+        "properties": {
+            "file": {"type": "string", "format": "binary"},
+            "purpose": {"type": "string", "enum": ["batch"]},
+        },
+    }
+    content = {"multipart/form-data": {"schema": upload}}
+    return {"requestBody": {"required": True, "content": content}}
 
 
 def _error_response(code: int) -> dict[str, Any]:
