@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator, Callable
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from server.api.inprocess import call_route
 from server.api.openapi import install_openapi
 from server.api.routes import (
     adapters,
+    batches,
     chat,
     completions,
     files,
@@ -20,6 +22,7 @@ from server.api.routes import (
     playground,
     usage,
 )
+from server.batch.runner import BatchRunner
 from server.engine.generation import Engine
 from server.errors import install_error_handlers
 from server.observability.request_id import RequestId
@@ -50,12 +53,22 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine_life = asyncio.create_task(state.run())
+        runner = BatchRunner(
+            state.batches,
+            state.files,
+            lambda owner, path, body: call_route(app, keys.caller_by_id(owner), path, body),
+            settings.batch_concurrency,
+            settings.batch_max_lines,
+        )
+        batch_life = asyncio.create_task(runner.run_forever())
         try:
             yield
         finally:
-            engine_life.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await engine_life
+            await runner.stop()
+            for task in (batch_life, engine_life):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             state.shutdown()
 
     keys = KeyRing.from_settings(settings)
@@ -95,7 +108,18 @@ def create_app(
         )
     app.state.kangaroo = state
     install_error_handlers(app)
-    for module in (chat, completions, models, files, adapters, usage, metrics, health, playground):
+    for module in (
+        chat,
+        completions,
+        models,
+        files,
+        batches,
+        adapters,
+        usage,
+        metrics,
+        health,
+        playground,
+    ):
         app.include_router(module.router)
     install_openapi(app, keys.enabled, public, admin_paths(settings))
     return app

@@ -191,6 +191,13 @@ class Settings(LayeredSettings):
         default_factory=_default_data_dir,
         description="Folder of durable state: uploaded files (SQLite and the files' bytes).",
     )
+    batch_max_lines: int = Field(50_000, ge=1, description="Most requests in one batch.")
+    batch_max_open: int = Field(
+        16, ge=1, description="Most batches a key may have open (not yet ended) at once."
+    )
+    batch_concurrency: int = Field(
+        8, ge=1, description="Batch lines this process sends to the engine at once."
+    )
     file_max_mib: int = Field(
         200, ge=1, description="Largest file accepted by POST /v1/files, in MiB."
     )

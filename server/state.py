@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 from finetune.demo.build import DEMO_MODEL_NAME, ensure_demo_model
 from server.adapters.registry import AdapterRegistry, Served
 from server.batch.files import FileStore
+from server.batch.jobs import BatchStore
 from server.engine.generation import ChoiceDelta, Engine, SamplingOptions
 from server.errors import (
     EngineDeadError,
@@ -51,6 +52,7 @@ class ServerState:
     metrics: Metrics = field(init=False, default_factory=Metrics)
     traffic: Traffic = field(init=False)
     files: FileStore = field(init=False)
+    batches: BatchStore = field(init=False)
     draining: bool = False
     engine_dead: bool = False
     engine_starting: bool = False  # the model is loading in a worker thread
@@ -59,6 +61,7 @@ class ServerState:
         self.model_id = served_model_id(self.settings)
         self.traffic = Traffic(self.settings, self.metrics, UsageStore(self.settings.usage_db))
         self.files = FileStore(self.settings.data_dir, self.settings.file_max_mib * 2**20)
+        self.batches = BatchStore(self.settings.data_dir)
         self.metrics.watch(self.load)
         if self.settings.adapter_dir is not None:
             self.adapters = AdapterRegistry(
@@ -158,6 +161,7 @@ class ServerState:
             self.engine = None
         self.traffic.usage.close()
         self.files.close()
+        self.batches.close()
 
     async def _start_engine(self) -> None:
         self.engine_starting = True

@@ -334,7 +334,7 @@ class FileObject(_Doc):
     bytes: int
     created_at: int
     filename: str
-    purpose: Literal["batch"]
+    purpose: Literal["batch", "batch_output"]
     status: Literal["processed"]
     status_details: None
     expires_at: None
@@ -356,6 +356,51 @@ class DeletedFile(_Doc):
     id: str
     object: Literal["file"]
     deleted: Literal[True]
+
+
+class BatchObject(_Doc):
+    """A batch (OpenAI's batch object)."""
+
+    id: str
+    object: Literal["batch"]
+    endpoint: str
+    input_file_id: str
+    completion_window: str
+    status: Literal[
+        "validating",
+        "failed",
+        "in_progress",
+        "finalizing",
+        "completed",
+        "expired",
+        "cancelling",
+        "cancelled",
+    ]
+    output_file_id: str | None
+    error_file_id: str | None
+    created_at: int
+    expires_at: int
+    errors: dict[str, Any] | None
+    request_counts: dict[str, int]
+    metadata: dict[str, str] | None
+    usage: dict[str, Any]
+    in_progress_at: int | None
+    finalizing_at: int | None
+    completed_at: int | None
+    failed_at: int | None
+    expired_at: int | None
+    cancelling_at: int | None
+    cancelled_at: int | None
+
+
+class BatchList(_Doc):
+    """A page of batches, newest first; `after` = `last_id` fetches the next one."""
+
+    object: Literal["list"]
+    data: list[BatchObject]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
 
 
 class UsageReport(_Doc):

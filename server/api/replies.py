@@ -147,3 +147,14 @@ def _new_call(call: ToolCallDelta) -> dict[str, Any]:
         "type": "function",
         "function": {"name": call.name or "", "arguments": ""},
     }
+
+
+def cursor_page(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    """A page of a cursor-paginated list as OpenAI sends it: `after` = `last_id` goes on."""
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": has_more,
+    }

@@ -8,19 +8,16 @@ Ids are random (`file-` + 24 hex digits from `secrets`): nobody can guess anothe
 
 import os
 import secrets
-import sqlite3
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from server.batch.database import Database
 from server.errors import InvalidRequestError, NotFoundError, RequestTooLargeError
 
-PURPOSES = ("batch",)
+PURPOSES = ("batch", "batch_output")  # uploads take only "batch"; results are "batch_output"
 CHUNK = 1 << 20
 ORPHAN_AGE_S = 3600
 
@@ -33,7 +30,7 @@ CREATE TABLE IF NOT EXISTS files (
     filename   TEXT NOT NULL,
     bytes      INTEGER NOT NULL,
     created_at INTEGER NOT NULL
-)
+);
 """
 
 
@@ -79,24 +76,35 @@ class FileStore:
         self.folder = root / "files"
         self.max_bytes = max_bytes
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(root / "batch.sqlite3", check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(_SCHEMA)
-        self._db.commit()
+        self._db = Database(root, _SCHEMA)
         self._remove_orphans()
 
-    def save(self, source: IO[bytes], filename: str, purpose: str, owner: str) -> FileRecord:
-        """Store the bytes of `source` as a new file of `owner`; 413 past the size limit."""
+    def save(
+        self,
+        source: IO[bytes],
+        filename: str,
+        purpose: str,
+        owner: str,
+        file_id: str | None = None,
+    ) -> FileRecord:
+        """Store the bytes of `source` as a new file of `owner`; 413 past the size limit.
+
+        With `file_id` given and already stored, the stored file is returned as it is (a batch
+        finalized a second time after a crash).
+        """
         if purpose not in PURPOSES:
             raise InvalidRequestError(
-                f"'purpose' is {purpose!r}; this server takes files for: {', '.join(PURPOSES)}.",
-                "purpose",
+                f"'purpose' is {purpose!r}; this server takes files for: batch.", "purpose"
             )
-        file_id = f"file-{secrets.token_hex(12)}"
+        if file_id is not None:
+            try:
+                return self.get(file_id, owner)
+            except NotFoundError:
+                pass
+        file_id = file_id or f"file-{secrets.token_hex(12)}"
         size = self._write(source, self.folder / file_id)
         record = FileRecord(file_id, owner, purpose, filename, size, int(time.time()))
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             db.execute(
                 "INSERT INTO files (id, owner, purpose, filename, bytes, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -106,7 +114,7 @@ class FileStore:
 
     def get(self, file_id: str, owner: str | None, param: str = "file_id") -> FileRecord:
         """The file `file_id` if `owner` may see it (None: any owner); else 404 naming `param`."""
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             row = db.execute(f"SELECT {_COLUMNS} FROM files WHERE id = ?", (file_id,)).fetchone()
         if row is None or (owner is not None and row[1] != owner):
             raise NotFoundError(f"No such File object: {file_id}", param)
@@ -140,26 +148,20 @@ class FileStore:
             f"SELECT {_COLUMNS} FROM files WHERE {' AND '.join(where)} "
             f"ORDER BY seq {'DESC' if newest_first else 'ASC'} LIMIT ?"
         )
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             rows = db.execute(query, (*args, limit + 1)).fetchall()
         return Page([FileRecord(*row) for row in rows[:limit]], len(rows) > limit)
 
     def delete(self, file_id: str, owner: str | None) -> None:
         """Remove the file (its row first: a crash after that leaves only orphan bytes)."""
         record = self.get(file_id, owner)
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             db.execute("DELETE FROM files WHERE id = ?", (record.id,))
         self.path(record).unlink(missing_ok=True)
 
     def close(self) -> None:
         """Close the database."""
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock, self._db:
-            yield self._db
+        self._db.close()
 
     def _write(self, source: IO[bytes], target: Path) -> int:
         size = 0
@@ -185,7 +187,7 @@ class FileStore:
     def _remove_orphans(self) -> None:
         """Bytes without a row (a crash mid-upload or mid-delete) are removed at start, once
         an hour old: another server sharing the folder may be writing them right now."""
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             known = {row[0] for row in db.execute("SELECT id FROM files")}
         stale = time.time() - ORPHAN_AGE_S
         for path in self.folder.iterdir():

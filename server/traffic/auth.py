@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 ADMIN_PREFIXES = ("/v1/adapters", "/v1/usage")
 
 ANONYMOUS_ID = "anonymous"
+# The ASGI scope key of a request the process sends itself, as the `Caller` it sends it for.
+# Only in-process callers can set it: the server puts nothing from the network there.
+INTERNAL_CALLER = "kangaroo.caller"
 
 
 class Role(Enum):
@@ -92,6 +95,17 @@ class KeyRing:
     def enabled(self) -> bool:
         """Whether any key is configured (then every route but the probes needs one)."""
         return bool(self.digests)
+
+    def caller_by_id(self, key_id: str) -> Caller:
+        """The caller whose key has id `key_id` (a batch's owner); an inference caller with the
+        default limits if that key is no longer configured."""
+        for _, caller in self.digests:
+            if caller.id == key_id:
+                return caller
+        if key_id == self.anonymous.id:
+            return self.anonymous
+        return Caller(key_id, Role.INFERENCE, self.anonymous.requests_per_minute,
+                      self.anonymous.tokens_per_minute)  # fmt: skip
 
     def caller_of(self, key: str) -> Caller | None:
         """The caller `key` belongs to, or None; compares with every digest, never stopping early.
@@ -150,6 +164,11 @@ class KeyAuth:
             await self.app(scope, receive, send)
             return
         state = scope.setdefault("state", {})
+        internal = scope.get(INTERNAL_CALLER)
+        if internal is not None:  # a request this process makes itself (a batch line)
+            state["caller"] = internal
+            await self.app(scope, receive, send)
+            return
         if not self.keys.enabled or scope["path"] in self.open_paths:
             state["caller"] = self.keys.anonymous
             await self.app(scope, receive, send)
@@ -196,6 +215,20 @@ def open_paths(settings: Settings, pages: Iterable[str]) -> list[str]:
 def admin_paths(settings: Settings) -> list[str]:
     """Path prefixes that need an admin key."""
     return [*ADMIN_PREFIXES, *([] if settings.open_metrics else ["/metrics"])]
+
+
+def owner_id(request: Request) -> str:
+    """The key id that owns what this request creates (files, batches)."""
+    caller: Caller | None = getattr(request.state, "caller", None)
+    return caller.id if caller is not None else ANONYMOUS_ID
+
+
+def visible_owner(request: Request) -> str | None:
+    """Whose files and batches this request may see: its key's, or (admin) everyone's (None)."""
+    caller: Caller | None = getattr(request.state, "caller", None)
+    if caller is not None and caller.role is Role.ADMIN:
+        return None
+    return owner_id(request)
 
 
 def require_admin(request: Request) -> None:

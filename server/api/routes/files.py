@@ -18,10 +18,11 @@ from fastapi.responses import FileResponse
 from starlette.datastructures import UploadFile
 
 from server.api.openapi import DeletedFile, FileList, FileObject, responses, upload_body
+from server.api.replies import cursor_page
 from server.batch.files import FileStore
 from server.errors import InvalidRequestError, RequestTooLargeError
 from server.state import State
-from server.traffic.auth import ANONYMOUS_ID, Caller, Role
+from server.traffic.auth import owner_id, visible_owner
 
 router = APIRouter(prefix="/v1/files")
 
@@ -52,10 +53,14 @@ async def upload_file(request: Request, state: State) -> dict[str, Any]:
         upload, purpose = form.get("file"), form.get("purpose")
         if not isinstance(purpose, str):
             raise InvalidRequestError("Missing required form field: 'purpose'.", "purpose")
+        if purpose != "batch":
+            raise InvalidRequestError(
+                f"'purpose' is {purpose!r}; this server takes files for: batch.", "purpose"
+            )
         if not isinstance(upload, UploadFile):
             raise InvalidRequestError("Missing required form field: 'file' (a file).", "file")
         record = await asyncio.to_thread(
-            store.save, upload.file, upload.filename or "upload.jsonl", purpose, _owner(request)
+            store.save, upload.file, upload.filename or "upload.jsonl", purpose, owner_id(request)
         )
     return record.to_api()
 
@@ -70,21 +75,17 @@ async def list_files(
     purpose: str | None = None,
 ) -> dict[str, Any]:
     """The caller's files, newest first unless `order=asc`."""
-    page = await asyncio.to_thread(state.files.list, _viewer(request), after, limit, order, purpose)
+    page = await asyncio.to_thread(
+        state.files.list, visible_owner(request), after, limit, order, purpose
+    )
     data = [record.to_api() for record in page.records]
-    return {
-        "object": "list",
-        "data": data,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-        "has_more": page.has_more,
-    }
+    return cursor_page(data, page.has_more)
 
 
 @router.get("/{file_id}", response_model=None, responses=responses(FileObject, 404))
 async def retrieve_file(file_id: str, request: Request, state: State) -> dict[str, Any]:
     """One file object."""
-    return (await asyncio.to_thread(state.files.get, file_id, _viewer(request))).to_api()
+    return (await asyncio.to_thread(state.files.get, file_id, visible_owner(request))).to_api()
 
 
 @router.get(
@@ -95,7 +96,7 @@ async def retrieve_file(file_id: str, request: Request, state: State) -> dict[st
 async def file_content(file_id: str, request: Request, state: State) -> FileResponse:
     """The file's bytes, as uploaded."""
     store: FileStore = state.files
-    record = await asyncio.to_thread(store.get, file_id, _viewer(request))
+    record = await asyncio.to_thread(store.get, file_id, visible_owner(request))
     return FileResponse(
         store.path(record), media_type="application/octet-stream", filename=record.filename
     )
@@ -104,19 +105,5 @@ async def file_content(file_id: str, request: Request, state: State) -> FileResp
 @router.delete("/{file_id}", response_model=None, responses=responses(DeletedFile, 404))
 async def delete_file(file_id: str, request: Request, state: State) -> dict[str, Any]:
     """Delete the file and its bytes."""
-    await asyncio.to_thread(state.files.delete, file_id, _viewer(request))
+    await asyncio.to_thread(state.files.delete, file_id, visible_owner(request))
     return {"id": file_id, "object": "file", "deleted": True}
-
-
-def _owner(request: Request) -> str:
-    """The key id that owns what this request creates."""
-    caller: Caller | None = getattr(request.state, "caller", None)
-    return caller.id if caller is not None else ANONYMOUS_ID
-
-
-def _viewer(request: Request) -> str | None:
-    """Whose files this request may see: its key's, or (admin) everyone's (None)."""
-    caller: Caller | None = getattr(request.state, "caller", None)
-    if caller is not None and caller.role is Role.ADMIN:
-        return None
-    return _owner(request)

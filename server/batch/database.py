@@ -1,0 +1,30 @@
+"""The batch package's SQLite database (`data_dir/batch.sqlite3`), shared by the file store and
+the batch store: one connection per store, WAL mode so that several processes can share it."""
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+class Database:
+    """One connection to `root/batch.sqlite3` with `schema` applied; safe from many threads."""
+
+    def __init__(self, root: Path, schema: str):
+        root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(root / "batch.sqlite3", check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(schema)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """The connection, inside a transaction (committed at the end, rolled back on error)."""
+        with self._lock, self._db:
+            yield self._db
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,55 @@
+"""A batch on the real engine survives its server being SIGKILLed: the restarted server resumes
+it, and every line ends in the output exactly once."""
+
+import io
+import json
+import time
+from pathlib import Path
+
+import openai
+import psutil
+
+from tests.conftest import LONG, MODEL, running_server
+
+LINES = 24
+
+
+def test_a_killed_server_resumes_its_batch_and_runs_each_line_once(tmp_path: Path) -> None:
+    args = ["--data-dir", str(tmp_path / "data"), "--kv-cache-gib", "1", "--enforce-eager"]
+    args += ["--max-model-len", "2048", "--batch-concurrency", "2"]
+    body = {**LONG, "max_tokens": 64, "model": MODEL}
+    data = b"".join(
+        json.dumps(
+            {"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions", "body": body}
+        ).encode()
+        + b"\n"
+        for i in range(LINES)
+    )
+    with running_server(tmp_path, args) as first:
+        client = openai.OpenAI(base_url=f"{first.url}/v1", api_key="unused", max_retries=0)
+        upload = client.files.create(file=("in.jsonl", io.BytesIO(data)), purpose="batch")
+        batch = client.batches.create(
+            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        while client.batches.retrieve(batch.id).request_counts.completed < 4:
+            time.sleep(0.05)
+        # The machine dies: the server and its engine processes, with no chance to clean up.
+        tree = psutil.Process(first.process.pid)
+        for process in [tree, *tree.children(recursive=True)]:
+            process.kill()
+        first.process.wait(timeout=30)
+    with running_server(tmp_path, args) as second:
+        client = openai.OpenAI(base_url=f"{second.url}/v1", api_key="unused", max_retries=0)
+        deadline = time.monotonic() + 240
+        while (resumed := client.batches.retrieve(batch.id)).status != "completed":
+            assert time.monotonic() < deadline, resumed
+            time.sleep(0.2)
+        rows = client.files.content(resumed.output_file_id or "").text.splitlines()
+        ids = [json.loads(row)["custom_id"] for row in rows]
+        assert sorted(ids) == sorted(f"r{i}" for i in range(LINES))  # none lost, none twice
+        assert resumed.request_counts.model_dump() == {
+            "total": LINES,
+            "completed": LINES,
+            "failed": 0,
+        }
+        assert resumed.error_file_id is None
