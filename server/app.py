@@ -57,7 +57,8 @@ def create_app(
             state.batches,
             state.files,
             lambda owner, path, body: call_route(app, keys.caller_by_id(owner), path, body),
-            settings.batch_concurrency,
+            # Never more than half the engine's places: live requests always find room.
+            min(settings.batch_concurrency, max(1, settings.max_num_seqs // 2)),
             settings.batch_max_lines,
         )
         batch_life = asyncio.create_task(runner.run_forever())
