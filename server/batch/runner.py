@@ -26,6 +26,7 @@ from typing import Any
 
 from server.batch.files import FileStore
 from server.batch.jobs import OPEN, Batch, BatchStore
+from server.errors import NotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -104,8 +105,23 @@ class BatchRunner:
             self.batches.release(batch_id, self.name)
         except asyncio.CancelledError:
             raise
+        except NotFoundError as exc:  # its input file was deleted: it cannot go on
+            await asyncio.to_thread(self._fail, batch_id, exc)
         except Exception:
             logger.exception("Batch %s stopped by an error; it resumes at the next claim", batch_id)
+
+    def _fail(self, batch_id: str, exc: NotFoundError) -> None:
+        """End a batch whose input file is gone; the lines it finished are kept."""
+        error = {"code": "input_file_missing", "message": exc.message, "param": "input_file_id",
+                 "line": None}  # fmt: skip
+
+        def failed(stored: Batch) -> Batch:
+            stored.errors = [error]
+            return stored
+
+        batch = self.batches.update(batch_id, failed)
+        self._finalize(batch, "failed")
+        self.batches.release(batch_id, self.name)
 
     def _validate(self, batch: Batch) -> Batch:
         lines, errors = read_lines(self.files, batch, self.max_lines)

@@ -115,3 +115,29 @@ def test_stop_gives_the_leases_up(tmp_path: Path) -> None:
 
     asyncio.run(run_then_stop())
     assert [b.id for b in batches.claim("next process", lease_s=15)] == [batch.id]
+
+
+def test_a_batch_whose_input_file_is_gone_fails_and_keeps_its_results(tmp_path: Path) -> None:
+    files, batches, batch = _setup(tmp_path, 6)
+    batches.update(batch.id, lambda b: b.moved("in_progress"))
+    work = tmp_path / "batches" / batch.id
+    work.mkdir(parents=True)
+    row = {"id": "x", "custom_id": "r0", "response": {"status_code": 200, "body": {}}}
+    (work / "output.jsonl").write_text(json.dumps(row | {"error": None}) + "\n")
+    files.delete(batch.input_file_id, None)  # deleted before the batch resumed
+    ended = asyncio.run(_run_until(files, batches, batch.id, "failed"))
+    assert ended.status == "failed"
+    assert ended.errors[0]["code"] == "input_file_missing"
+    assert ended.output_file_id is not None  # the line that ran is kept
+
+
+async def _run_until(files: FileStore, batches: BatchStore, batch_id: str, status: str) -> Batch:
+    runner = BatchRunner(batches, files, Recorder(), concurrency=1, max_lines=100)
+    task = asyncio.create_task(runner.run_forever())
+    for _ in range(300):
+        if batches.get(batch_id, None).status == status:
+            break
+        await asyncio.sleep(0.02)
+    await runner.stop()
+    task.cancel()
+    return batches.get(batch_id, None)
