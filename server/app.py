@@ -22,6 +22,7 @@ from server.api.routes import (
     playground,
     usage,
 )
+from server.batch.pacing import Pacer
 from server.batch.runner import BatchRunner
 from server.engine.generation import Engine
 from server.errors import install_error_handlers
@@ -39,10 +40,13 @@ def create_app(
     settings: Settings,
     engine_factory: EngineFactory | None = None,
     on_fatal_error: Callable[[], None] = lambda: None,
+    run_batches: bool = True,
 ) -> FastAPI:
     """Build the app; the engine starts in the background once the server is up.
 
     `on_fatal_error` runs when the engine cannot start or dies (the CLI stops the process).
+    `run_batches` False keeps this app from running the batches stored in `data_dir` (the
+    offline runner drives the app in-process and runs only its own file).
     """
     state = ServerState(
         settings=settings,
@@ -52,21 +56,16 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine_life = asyncio.create_task(state.run())
-        runner = BatchRunner(
-            state.batches,
-            state.files,
-            lambda owner, path, body: call_route(app, keys.caller_by_id(owner), path, body),
-            # Never more than half the engine's places: live requests always find room.
-            min(settings.batch_concurrency, max(1, settings.max_num_seqs // 2)),
-            settings.batch_max_lines,
-        )
-        batch_life = asyncio.create_task(runner.run_forever())
+        lives = [asyncio.create_task(state.run())]
+        runner = _batch_runner(app, state, keys) if run_batches else None
+        if runner is not None:
+            lives.append(asyncio.create_task(runner.run_forever()))
         try:
             yield
         finally:
-            await runner.stop()
-            for task in (batch_life, engine_life):
+            if runner is not None:
+                await runner.stop()
+            for task in reversed(lives):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -131,3 +130,19 @@ def _start_vllm(settings: Settings, model_path: str) -> Engine:
     from server.engine.vllm_engine import VllmEngine
 
     return VllmEngine.start(settings, model_path)
+
+
+def _batch_runner(app: FastAPI, state: ServerState, keys: KeyRing) -> BatchRunner:
+    """The runner of the batches stored in `data_dir`: each line goes through the live route
+    as the key that made the batch."""
+    settings = state.settings
+    return BatchRunner(
+        state.batches,
+        state.files,
+        lambda owner, path, body: call_route(app, keys.caller_by_id(owner), path, body),
+        # Never more than half the engine's places: live requests always find room.
+        Pacer(
+            min(settings.batch_concurrency, max(1, settings.max_num_seqs // 2)), state.live_pressure
+        ),
+        settings.batch_max_lines,
+    )

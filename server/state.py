@@ -15,7 +15,14 @@ from finetune.demo.build import DEMO_MODEL_NAME, ensure_demo_model
 from server.adapters.registry import AdapterRegistry, Served
 from server.batch.files import FileStore
 from server.batch.jobs import BatchStore
-from server.engine.generation import ChoiceDelta, Engine, SamplingOptions
+from server.batch.pacing import KV_CACHE_FULL
+from server.engine.generation import (
+    BATCH_PRIORITY,
+    LIVE_PRIORITY,
+    ChoiceDelta,
+    Engine,
+    SamplingOptions,
+)
 from server.errors import (
     EngineDeadError,
     EngineNotReadyError,
@@ -112,11 +119,27 @@ class ServerState:
         """Start generating with the base model or an adapter (held until the stream ends)."""
         engine = self.ready_engine()
         ticket.generating(request_id, engine.abort)
+        priority = BATCH_PRIORITY if ticket.batch else LIVE_PRIORITY
         if adapter is None:
-            return engine.generate(request_id, prompt_ids, options)
+            return engine.generate(request_id, prompt_ids, options, None, priority)
         assert self.adapters is not None  # an adapter was resolved by the registry
-        deltas = engine.generate(request_id, prompt_ids, options, adapter.ref)
+        deltas = engine.generate(request_id, prompt_ids, options, adapter.ref, priority)
         return self.adapters.hold(adapter, deltas)
+
+    def live_pressure(self) -> str | None:
+        """Why live requests are under pressure now (the batch pacer backs off), or None."""
+        waiting = self.traffic.live_waiting()
+        if waiting:
+            return f"{waiting} live requests wait for a place"
+        engine = self.engine if self.engine is not None and not self.engine_dead else None
+        if engine is None:
+            return None
+        stats = engine.stats()
+        if stats.num_waiting_requests:
+            return f"{stats.num_waiting_requests} requests wait in the engine"
+        if stats.kv_cache_usage >= KV_CACHE_FULL:
+            return f"the KV cache is {stats.kv_cache_usage:.0%} full"
+        return None
 
     async def run(self) -> None:
         """The engine's life: start it, then watch it until it dies or the app stops.

@@ -320,6 +320,7 @@ class UsageRow(_Doc):
     day: datetime.date | None = None
     key_id: str | None = None
     model: str | None = None
+    mode: Literal["live", "batch"] | None = None
     requests: int
     prompt_tokens: int
     completion_tokens: int

@@ -155,14 +155,17 @@ class BatchStore:
             rows = db.execute("SELECT state FROM batches WHERE owner = ?", (owner,)).fetchall()
         return sum(_load(row[0]).status in OPEN for row in rows)
 
-    def claim(self, runner: str, lease_s: float) -> list[Batch]:
-        """Open batches whose lease is free or `runner`'s own: leased to `runner` now."""
+    def claim(self, runner: str, lease_s: float, only_own: bool = False) -> list[Batch]:
+        """Open batches whose lease is free or `runner`'s own: leased to `runner` now.
+
+        `only_own` renews `runner`'s leases and takes no free batch.
+        """
         now = time.time()
         claimed = []
         with self._db.transaction() as db:
             rows = db.execute(
                 "SELECT id, state FROM batches WHERE runner IS ? OR lease_until < ?",
-                (runner, now),
+                (runner, 0 if only_own else now),
             ).fetchall()
             for batch_id, state in rows:
                 batch = _load(state)

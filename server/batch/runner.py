@@ -5,28 +5,30 @@ Exactly once: a line's result is appended (and flushed to disk) as soon as it is
 batch that resumes (after a restart, a crash, or on another process once the lease ran out)
 skips every custom_id already written; a line in flight when the process died is run again,
 since its result was never written. A half-written last line (a crash mid-append) is cut off.
-Lines are run grouped by model and first message, so that the prefix cache and LoRA slots are
-reused; a line refused for a reason that passes (429, 503) is retried later, not failed.
+Lines are read from the file as they are sent (never all held), grouped by model and first
+message within a window (lines.grouped), so that the prefix cache and LoRA slots are reused; how
+many run at once follows the live load (pacing.Pacer). A line refused for a reason that passes
+(429, 503) is retried later, not failed.
 """
 
 import asyncio
 import hashlib
-import json
 import logging
 import os
-import secrets
 import shutil
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from server.batch import lines as batch_lines
 from server.batch.files import FileStore
 from server.batch.jobs import OPEN, Batch, BatchStore
-from server.errors import NotFoundError
+from server.batch.lines import BadLine, Line
+from server.batch.pacing import Pacer
+from server.errors import NotFoundError, ShuttingDownError
 
 logger = logging.getLogger(__name__)
 
@@ -38,48 +40,42 @@ POLL_S = 1.0
 RETRY_S = 1.0
 
 
-@dataclass(frozen=True)
-class Line:
-    """One request of a batch."""
-
-    number: int  # 1-based line of the input file
-    custom_id: str
-    body: dict[str, Any]
-
-    def group(self) -> tuple[str, str]:
-        """What lines sharing a prefix have in common: the model and the first message."""
-        messages = self.body.get("messages") or [self.body.get("prompt")]
-        return str(self.body.get("model")), json.dumps(messages[0] if messages else None)
-
-
 class BatchRunner:
-    """Claims open batches and runs them, `concurrency` lines at a time per process."""
+    """Claims open batches and runs them, as many lines at a time as `pacer` allows."""
 
     def __init__(
         self,
         batches: BatchStore,
         files: FileStore,
         execute: Execute,
-        concurrency: int,
+        pacer: Pacer,
         max_lines: int,
     ):
         self.batches, self.files, self.execute = batches, files, execute
+        self.pacer = pacer
         self.max_lines = max_lines
         self.name = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"  # this process, in leases
         self.work = files.root / "batches"
-        self._slots = asyncio.Semaphore(concurrency)
         self._running: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
+        self._draining = False  # the server drains: no new line starts here
 
     async def run_forever(self) -> None:
         """Claim and run batches until `stop`; renews the leases of those it runs."""
-        while not self._stopping:
-            for batch in await asyncio.to_thread(self.batches.claim, self.name, LEASE_S):
-                if batch.id not in self._running:
-                    task = asyncio.create_task(self._run(batch.id))
-                    self._running[batch.id] = task
-                    task.add_done_callback(partial(self._forget, batch.id))
-            await asyncio.sleep(POLL_S)
+        pacing = asyncio.create_task(self.pacer.run_forever())
+        try:
+            while not self._stopping:
+                # Draining, it keeps the leases of the batches whose lines still finish here
+                # (lest another replica run those lines too) and takes no other.
+                claim = partial(self.batches.claim, self.name, LEASE_S, only_own=self._draining)
+                for batch in await asyncio.to_thread(claim):
+                    if batch.id not in self._running and not self._draining:
+                        task = asyncio.create_task(self._run(batch.id))
+                        self._running[batch.id] = task
+                        task.add_done_callback(partial(self._forget, batch.id))
+                await asyncio.sleep(POLL_S)
+        finally:
+            pacing.cancel()
 
     def _forget(self, batch_id: str, _: object) -> None:
         self._running.pop(batch_id, None)
@@ -101,7 +97,8 @@ class BatchRunner:
                 batch = await asyncio.to_thread(self._validate, batch)
             if batch.status in ("in_progress", "cancelling", "finalizing"):
                 ending = await self._run_lines(batch)
-                await asyncio.to_thread(self._finalize, batch, ending)
+                if ending is not None:
+                    await asyncio.to_thread(self._finalize, batch, ending)
             self.batches.release(batch_id, self.name)
         except asyncio.CancelledError:
             raise
@@ -124,7 +121,7 @@ class BatchRunner:
         self.batches.release(batch_id, self.name)
 
     def _validate(self, batch: Batch) -> Batch:
-        lines, errors = read_lines(self.files, batch, self.max_lines)
+        total, errors = validate(self._input(batch), batch.endpoint, self.max_lines)
 
         def validated(stored: Batch) -> Batch:
             if stored.status != "validating":
@@ -134,52 +131,74 @@ class BatchRunner:
                 stored.errors = errors
                 return stored
             stored = stored.moved("in_progress")
-            stored.counts = {"total": len(lines), "completed": 0, "failed": 0}
+            stored.counts = {"total": total, "completed": 0, "failed": 0}
             return stored
 
         return self.batches.update(batch.id, validated)
 
-    async def _run_lines(self, batch: Batch) -> str:
-        """Run every line not written yet; the status the batch ends in."""
-        lines, _ = read_lines(self.files, batch, self.max_lines)
+    def _input(self, batch: Batch) -> Path:
+        """The batch's input file (NotFoundError once it was deleted)."""
+        return self.files.path(self.files.get(batch.input_file_id, None))
+
+    async def _run_lines(self, batch: Batch) -> str | None:
+        """Run every line not written yet; the status the batch ends in (None: this process
+        drains, and the batch is left to whoever resumes it)."""
         folder = self.work / batch.id
         folder.mkdir(parents=True, exist_ok=True)
-        done = _written_ids(folder / "output.jsonl") | _written_ids(folder / "errors.jsonl")
+        results = folder / "output.jsonl", folder / "errors.jsonl"
+        done = batch_lines.written_ids(*results)
         if done:  # resuming: count from what was written (a crash may have come in between)
             self.batches.update(batch.id, partial(_tally, folder))
-        pending = sorted((line for line in lines if line.custom_id not in done), key=Line.group)
+        pending = _pending(self._input(batch), batch.endpoint, done)
         with (
-            (folder / "output.jsonl").open("a", encoding="utf-8") as output,
-            (folder / "errors.jsonl").open("a", encoding="utf-8") as errors,
+            results[0].open("a", encoding="utf-8") as output,
+            results[1].open("a", encoding="utf-8") as errors,
         ):
-            await asyncio.gather(*(self._run_line(batch.id, x, output, errors) for x in pending))
+            async with asyncio.TaskGroup() as lines:
+                for line in pending:
+                    await self.pacer.take()
+                    if self._draining or not await self._goes_on(batch.id):
+                        self.pacer.give_back()
+                        break
+                    lines.create_task(self._run_line(batch.id, line, output, errors))
+            if self._draining:
+                return None
             stored = self.batches.get(batch.id, None)
             if stored.status == "cancelling":
                 return "cancelled"
-            if time.time() >= stored.expires_at and self._write_expired(batch, lines, errors):
+            if time.time() >= stored.expires_at and self._write_expired(batch, errors):
                 return "expired"
         self.batches.update(
             batch.id, lambda b: b.moved("finalizing") if b.status == "in_progress" else b
         )
         return "completed"
 
-    async def _run_line(self, batch_id: str, line: Line, output: Any, errors: Any) -> None:
-        async with self._slots:
+    async def _goes_on(self, batch_id: str) -> bool:
+        """Whether the batch still runs lines: not cancelled and within its window."""
+        batch = await asyncio.to_thread(self.batches.get, batch_id, None)
+        return batch.status == "in_progress" and time.time() < batch.expires_at
+
+    async def _run_line(self, batch_id: str, line: Line, output: IO[str], errors: IO[str]) -> None:
+        """Run one line (holding a place of the pacer's, given back here) and record it."""
+        batch = self.batches.get(batch_id, None)
+        try:
             while True:
-                batch = await asyncio.to_thread(self.batches.get, batch_id, None)
-                if batch.status != "in_progress" or time.time() >= batch.expires_at:
-                    return  # cancelled or expired: the line is not run
                 status, body = await self.execute(batch.owner, batch.endpoint, line.body)
+                if (body.get("error") or {}).get("code") == ShuttingDownError.code:
+                    # This process drains: the line stays unwritten, and runs again where the
+                    # batch resumes (here after a restart, or on another replica).
+                    self._draining = True
+                    return
                 if status not in RETRY_STATUSES:
                     break
+                if not await self._goes_on(batch_id):
+                    return  # cancelled or expired meanwhile: the line never ran
                 await asyncio.sleep(RETRY_S)
-        result = {
-            "id": f"batch_req_{secrets.token_hex(12)}",
-            "custom_id": line.custom_id,
-            "response": {"status_code": status, "request_id": body.get("id"), "body": body},
-            "error": None,
-        }
-        _append(output if status == 200 else errors, result)
+        finally:
+            self.pacer.give_back()
+        batch_lines.append(
+            output if status == 200 else errors, batch_lines.result(line.custom_id, status, body)
+        )
         usage = body.get("usage") or {}
 
         def counted(stored: Batch) -> Batch:
@@ -189,17 +208,17 @@ class BatchRunner:
 
         self.batches.update(batch_id, counted)
 
-    def _write_expired(self, batch: Batch, lines: list[Line], errors: Any) -> bool:
+    def _write_expired(self, batch: Batch, errors: IO[str]) -> bool:
         """An error line `batch_expired` for every line not run; whether there was one."""
         folder = self.work / batch.id
-        done = _written_ids(folder / "output.jsonl") | _written_ids(folder / "errors.jsonl")
+        done = batch_lines.written_ids(folder / "output.jsonl", folder / "errors.jsonl")
         message = "This request could not be executed before the completion window expired."
-        left = [line for line in lines if line.custom_id not in done]
-        for line in left:
-            error = {"code": "batch_expired", "message": message}
-            result = {"id": None, "custom_id": line.custom_id, "response": None}
-            _append(errors, result | {"error": error})
-        return bool(left)
+        left = False
+        for line in _pending(self._input(batch), batch.endpoint, done):
+            row = batch_lines.not_run(line.custom_id, "batch_expired", message)
+            batch_lines.append(errors, row)
+            left = True
+        return left
 
     def _finalize(self, batch: Batch, ending: str) -> None:
         """Turn the work files into the output and error files, and end the batch in `ending`.
@@ -233,62 +252,34 @@ class BatchRunner:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def read_lines(files: FileStore, batch: Batch, max_lines: int) -> tuple[list[Line], list[dict]]:
-    """The batch's input lines, or the validation errors of its file (each with its line)."""
-    record = files.get(batch.input_file_id, None)
-    lines: list[Line] = []
+def validate(path: Path, endpoint: str, max_lines: int) -> tuple[int, list[dict[str, Any]]]:
+    """The number of requests in the input file at `path`, and its validation errors (each
+    with its line), read as a stream."""
+    total = 0
     errors: list[dict[str, Any]] = []
     seen: set[str] = set()
-
-    def error(number: int, code: str, message: str, param: str | None = None) -> None:
-        errors.append({"code": code, "message": message, "param": param, "line": number})
-
-    with files.path(record).open("rb") as source:
-        for number, raw in enumerate(source, start=1):
-            if not raw.strip():
-                continue
-            if number > max_lines:
-                error(number, "too_many_lines", f"A batch takes at most {max_lines:,} lines "
-                      "(setting batch_max_lines).")  # fmt: skip
-                break
-            try:
-                item = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                error(number, "invalid_json_line", "This line is not valid JSON.")
-                continue
-            problem = _line_problem(item, batch.endpoint)
-            if problem is not None:
-                error(number, "invalid_request", problem[1], problem[0])
-            elif item["custom_id"] in seen:
-                error(number, "duplicate_custom_id",
-                      f"The custom_id {item['custom_id']!r} is used by an earlier line.",
-                      "custom_id")  # fmt: skip
-            else:
-                seen.add(item["custom_id"])
-                lines.append(Line(number, item["custom_id"], item["body"]))
-    if not lines and not errors:
-        error(1, "empty_file", "The input file has no requests.")
-    return lines, errors
+    for line in batch_lines.read(path, endpoint):
+        if line.number > max_lines:
+            message = f"A batch takes at most {max_lines:,} lines (setting batch_max_lines)."
+            errors.append(BadLine(line.number, "too_many_lines", message).error())
+            break
+        if isinstance(line, BadLine):
+            errors.append(line.error())
+        elif line.custom_id in seen:
+            message = f"The custom_id {line.custom_id!r} is used by an earlier line."
+            errors.append(BadLine(line.number, "duplicate_custom_id", message, "custom_id").error())
+        else:
+            seen.add(line.custom_id)
+            total += 1
+    if not total and not errors:
+        errors.append(BadLine(1, "empty_file", "The input file has no requests.").error())
+    return total, errors
 
 
-def _line_problem(item: Any, endpoint: str) -> tuple[str, str] | None:
-    """(param, message) of what is wrong with a parsed input line, or None."""
-    if not isinstance(item, dict):
-        return "line", "A line must be a JSON object with custom_id, method, url and body."
-    if not isinstance(item.get("custom_id"), str) or not item["custom_id"]:
-        return "custom_id", "'custom_id' must be a non-empty string."
-    if item.get("method") != "POST":
-        return "method", f"'method' is {item.get('method')!r}; only 'POST' is supported."
-    if item.get("url") != endpoint:
-        return "url", f"'url' is {item.get('url')!r}; this batch's endpoint is {endpoint!r}."
-    if not isinstance(item.get("body"), dict):
-        return "body", "'body' must be a JSON object: the request for the endpoint."
-    if item["body"].get("stream"):
-        return "body.stream", "'body.stream' must be false: a batch's results are collected."
-    unknown = set(item) - {"custom_id", "method", "url", "body"}
-    if unknown:
-        return sorted(unknown)[0], f"Unknown field {sorted(unknown)[0]!r} in the line."
-    return None
+def _pending(path: Path, endpoint: str, done: set[str]) -> Iterator[Line]:
+    """The lines of a validated input file not in `done`, grouped by shared prefix."""
+    lines = batch_lines.read(path, endpoint)
+    return batch_lines.grouped(x for x in lines if isinstance(x, Line) and x.custom_id not in done)
 
 
 def _tally(folder: Path, batch: Batch) -> Batch:
@@ -296,11 +287,9 @@ def _tally(folder: Path, batch: Batch) -> Batch:
     batch.counts.update(completed=0, failed=0)
     batch.usage = dict.fromkeys(batch.usage, 0)
     for name, key in (("output.jsonl", "completed"), ("errors.jsonl", "failed")):
-        path = folder / name
-        for row in path.read_text(encoding="utf-8").splitlines() if path.is_file() else ():
+        for row in batch_lines.written(folder / name):
             batch.counts[key] += 1
-            response = json.loads(row).get("response") or {}
-            _add_usage(batch, (response.get("body") or {}).get("usage") or {})
+            _add_usage(batch, batch_lines.usage_of(row))
     return batch
 
 
@@ -308,21 +297,3 @@ def _add_usage(batch: Batch, usage: dict[str, int]) -> None:
     batch.usage["input_tokens"] += usage.get("prompt_tokens", 0)
     batch.usage["output_tokens"] += usage.get("completion_tokens", 0)
     batch.usage["total_tokens"] += usage.get("total_tokens", 0)
-
-
-def _append(out: Any, result: dict[str, Any]) -> None:
-    out.write(json.dumps(result, ensure_ascii=False) + "\n")
-    out.flush()
-    os.fsync(out.fileno())
-
-
-def _written_ids(path: Path) -> set[str]:
-    """custom_ids whose results are in `path`; a half-written last line is cut off first."""
-    if not path.is_file():
-        return set()
-    data = path.read_bytes()
-    complete = data[: data.rfind(b"\n") + 1]
-    if len(complete) != len(data):
-        with path.open("r+b") as out:
-            out.truncate(len(complete))
-    return {json.loads(line)["custom_id"] for line in complete.splitlines() if line.strip()}

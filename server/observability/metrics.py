@@ -80,14 +80,14 @@ class Metrics:
         )
         self.prompt_tokens = Counter(
             "kangaroo_prompt_tokens",
-            "Prompt tokens of admitted requests, by key id and model.",
-            ["key_id", "model"],
+            "Prompt tokens of admitted requests, by key id, model and mode (live or batch).",
+            ["key_id", "model", "mode"],
             registry=r,
         )
         self.completion_tokens = Counter(
             "kangaroo_completion_tokens",
-            "Generated tokens, by key id and model.",
-            ["key_id", "model"],
+            "Generated tokens, by key id, model and mode (live or batch).",
+            ["key_id", "model", "mode"],
             registry=r,
         )
         self.adapter_loads = Counter(

@@ -22,7 +22,7 @@ from server.errors import APIError, EngineFailedError, InvalidRequestError, Requ
 from server.observability.metrics import Metrics
 from server.settings import Settings
 from server.traffic.admission import Admission
-from server.traffic.auth import Caller
+from server.traffic.auth import INTERNAL_CALLER, Caller
 from server.traffic.limits import RateLimiter, Reservation
 from server.traffic.usage import UsageStore, Use
 
@@ -56,8 +56,10 @@ class Ticket:
         reservation: Reservation,
         arrived: float,
         timeout_s: float,
+        batch: bool,
     ):
         self.caller = caller
+        self.batch = batch  # a batch line: lower engine priority, counted apart in usage
         self.model = model  # the base model's id or the adapter's name (metrics labels)
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = 0
@@ -201,7 +203,10 @@ class Traffic:
         reservation = self.limiter.admit(caller, prompt_tokens + max_new_tokens)
         arrived: float = getattr(request.state, "started", time.monotonic())
         places = self.admission.places_for(sequences)
-        ticket = Ticket(self, caller, model, prompt_tokens, places, reservation, arrived, timeout_s)
+        batch = INTERNAL_CALLER in request.scope  # only the batch runner calls routes in-process
+        ticket = Ticket(
+            self, caller, model, prompt_tokens, places, reservation, arrived, timeout_s, batch
+        )
         request.state.ticket = ticket  # closed by the request log when the response has ended
         self.tickets.add(ticket)
         self.idle.clear()
@@ -223,10 +228,15 @@ class Traffic:
     def record_usage(self, ticket: Ticket, duration_s: float) -> None:
         """Count a finished request in the usage store and the metrics."""
         key_id, model = ticket.caller.id, ticket.model
-        self.usage.add(Use(key_id, model, ticket.prompt_tokens, ticket.completion_tokens))
-        self.metrics.prompt_tokens.labels(key_id, model).inc(ticket.prompt_tokens)
-        self.metrics.completion_tokens.labels(key_id, model).inc(ticket.completion_tokens)
+        mode = "batch" if ticket.batch else "live"
+        self.usage.add(Use(key_id, model, ticket.prompt_tokens, ticket.completion_tokens, mode))
+        self.metrics.prompt_tokens.labels(key_id, model, mode).inc(ticket.prompt_tokens)
+        self.metrics.completion_tokens.labels(key_id, model, mode).inc(ticket.completion_tokens)
         self.metrics.e2e.labels(model).observe(duration_s)
+
+    def live_waiting(self) -> int:
+        """Live requests (not batch lines) waiting in the queue for places in the engine."""
+        return sum(1 for t in self.tickets if t.admitted_at is None and not t.batch)
 
     def forget(self, ticket: Ticket) -> None:
         """A ticket has closed."""

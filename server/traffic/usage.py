@@ -1,4 +1,4 @@
-"""Usage per key, model and UTC day, kept in SQLite across restarts.
+"""Usage per key, model, mode (live or batch) and UTC day, kept in SQLite across restarts.
 
 Requests add their counts with `add`, which only appends them to a list: a writer thread wakes
 once a second, sums what has piled up and writes it in one transaction, so the event loop never
@@ -22,20 +22,30 @@ CREATE TABLE IF NOT EXISTS usage (
     day TEXT NOT NULL,
     key_id TEXT NOT NULL,
     model TEXT NOT NULL,
+    mode TEXT NOT NULL,
     requests INTEGER NOT NULL,
     prompt_tokens INTEGER NOT NULL,
     completion_tokens INTEGER NOT NULL,
-    PRIMARY KEY (day, key_id, model)
+    PRIMARY KEY (day, key_id, model, mode)
 )
 """
+# Files written before batch inference have no mode: all their usage was live. SQLite cannot
+# change a primary key in place, so the table is copied.
+MIGRATE_TO_MODES = """
+ALTER TABLE usage RENAME TO usage_before_modes;
+{schema};
+INSERT INTO usage SELECT day, key_id, model, 'live', requests, prompt_tokens, completion_tokens
+    FROM usage_before_modes;
+DROP TABLE usage_before_modes;
+"""
 UPSERT = """
-INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?)
-ON CONFLICT (day, key_id, model) DO UPDATE SET
+INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (day, key_id, model, mode) DO UPDATE SET
     requests = requests + excluded.requests,
     prompt_tokens = prompt_tokens + excluded.prompt_tokens,
     completion_tokens = completion_tokens + excluded.completion_tokens
 """
-GROUPS = ("day", "key_id", "model")
+GROUPS = ("day", "key_id", "model", "mode")
 WRITE_INTERVAL_S = 1.0
 
 
@@ -47,6 +57,7 @@ class Use:
     model: str
     prompt_tokens: int
     completion_tokens: int
+    mode: str = "live"  # or "batch": batch lines are counted apart, to be priced apart
 
 
 class UsageStore:
@@ -66,6 +77,9 @@ class UsageStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
+            columns = [row[1] for row in db.execute("PRAGMA table_info(usage)")]
+            if columns and "mode" not in columns:
+                db.executescript(f"BEGIN; {MIGRATE_TO_MODES.format(schema=SCHEMA)} COMMIT;")
             db.execute(SCHEMA)
         self._writer = threading.Thread(target=self._write_loop, name="usage-writer", daemon=True)
         self._writer.start()
@@ -91,7 +105,8 @@ class UsageStore:
         start: datetime.date | None = None,
         end: datetime.date | None = None,
     ) -> list[dict[str, Any]]:
-        """Totals per group (any of day, key_id, model) over the days start..end (inclusive).
+        """Totals per group (any of day, key_id, model, mode) over the days start..end
+        (inclusive).
 
         Blocks on the disk: call it from a worker thread.
         """
@@ -142,13 +157,13 @@ class UsageStore:
 
     def _write(self, db: sqlite3.Connection, batch: list[Use]) -> None:
         day = datetime.datetime.now(datetime.UTC).date().isoformat()
-        totals: dict[tuple[str, str], list[int]] = {}
+        totals: dict[tuple[str, str, str], list[int]] = {}
         for use in batch:
-            sums = totals.setdefault((use.key_id, use.model), [0, 0, 0])
+            sums = totals.setdefault((use.key_id, use.model, use.mode), [0, 0, 0])
             sums[0] += 1
             sums[1] += use.prompt_tokens
             sums[2] += use.completion_tokens
-        rows = [(day, key_id, model, *sums) for (key_id, model), sums in totals.items()]
+        rows = [(day, *group, *sums) for group, sums in totals.items()]
         try:
             with db:
                 db.executemany(UPSERT, rows)

@@ -1,8 +1,11 @@
-"""A batch on the real engine survives its server being SIGKILLed: the restarted server resumes
-it, and every line ends in the output exactly once."""
+"""A batch on the real engine survives its server draining (SIGTERM: the lines in flight finish
+and are written) and being SIGKILLed: each restarted server resumes it, and every line ends in
+the output exactly once."""
 
 import io
 import json
+import re
+import signal
 import time
 from pathlib import Path
 
@@ -14,10 +17,11 @@ from tests.conftest import LONG, MODEL, running_server
 LINES = 24
 
 
-def test_a_killed_server_resumes_its_batch_and_runs_each_line_once(tmp_path: Path) -> None:
-    args = ["--data-dir", str(tmp_path / "data"), "--kv-cache-gib", "1", "--enforce-eager"]
-    args += ["--max-model-len", "2048", "--batch-concurrency", "2"]
-    body = {**LONG, "max_tokens": 64, "model": MODEL}
+def test_a_batch_survives_a_drain_and_a_kill_and_runs_each_line_once(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    args = ["--data-dir", str(data_dir), "--kv-cache-gib", "1", "--enforce-eager"]
+    args += ["--max-model-len", "2048", "--batch-concurrency", "2", "--drain-timeout-s", "60"]
+    body = {**LONG, "max_tokens": 128, "model": MODEL}
     data = b"".join(
         json.dumps(
             {"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions", "body": body}
@@ -31,15 +35,29 @@ def test_a_killed_server_resumes_its_batch_and_runs_each_line_once(tmp_path: Pat
         batch = client.batches.create(
             input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
         )
-        while client.batches.retrieve(batch.id).request_counts.completed < 4:
+        while first.engine_load()["num_running_requests"] < 2:
             time.sleep(0.05)
-        # The machine dies: the server and its engine processes, with no chance to clean up.
-        tree = psutil.Process(first.process.pid)
-        for process in [tree, *tree.children(recursive=True)]:
-            process.kill()
-        first.process.wait(timeout=30)
+        before = client.batches.retrieve(batch.id).request_counts.completed
+        # A graceful stop (SIGTERM): the lines in flight finish and are written; no new one starts.
+        first.process.send_signal(signal.SIGTERM)
+        assert first.process.wait(timeout=90) == 0
+        (in_flight,) = re.findall(r"Draining: (\d+) request", first.log())
+    written = (data_dir / "batches" / batch.id / "output.jsonl").read_text().splitlines()
+    assert int(in_flight) >= 1
+    assert len(written) >= before + int(in_flight)
+    assert len(written) < LINES
+
     with running_server(tmp_path, args) as second:
         client = openai.OpenAI(base_url=f"{second.url}/v1", api_key="unused", max_retries=0)
+        while client.batches.retrieve(batch.id).request_counts.completed < len(written) + 2:
+            time.sleep(0.05)
+        # The machine dies: the server and its engine processes, with no chance to clean up.
+        tree = psutil.Process(second.process.pid)
+        for process in [tree, *tree.children(recursive=True)]:
+            process.kill()
+        second.process.wait(timeout=30)
+    with running_server(tmp_path, args) as third:
+        client = openai.OpenAI(base_url=f"{third.url}/v1", api_key="unused", max_retries=0)
         deadline = time.monotonic() + 240
         while (resumed := client.batches.retrieve(batch.id)).status != "completed":
             assert time.monotonic() < deadline, resumed

@@ -10,6 +10,7 @@ from typing import Any
 
 from server.batch.files import FileStore
 from server.batch.jobs import Batch, BatchStore, new_batch_id
+from server.batch.pacing import Pacer
 from server.batch.runner import BatchRunner
 
 
@@ -67,7 +68,7 @@ def test_a_resumed_batch_runs_only_the_lines_not_written(tmp_path: Path) -> None
     text = "".join(json.dumps(row) + "\n" for row in written)
     (work / "output.jsonl").write_text(text[: -len(json.dumps(written[-1])) // 2 - 1])
     recorder = Recorder()
-    runner = BatchRunner(batches, files, recorder, concurrency=4, max_lines=100)
+    runner = BatchRunner(batches, files, recorder, Pacer(4, lambda: None), max_lines=100)
     ended = asyncio.run(_run_until_ended(runner, batches, batch.id))
     assert ended.status == "completed"
     # Counted from what was written: the 3 whole lines of the crashed run, 7 of this one.
@@ -107,7 +108,7 @@ def test_stop_gives_the_leases_up(tmp_path: Path) -> None:
             await asyncio.Event().wait()  # a line that would run for ever
             raise AssertionError
 
-        runner = BatchRunner(batches, files, never, concurrency=2, max_lines=100)
+        runner = BatchRunner(batches, files, never, Pacer(2, lambda: None), max_lines=100)
         task = asyncio.create_task(runner.run_forever())
         await started.wait()
         await runner.stop()
@@ -132,7 +133,7 @@ def test_a_batch_whose_input_file_is_gone_fails_and_keeps_its_results(tmp_path: 
 
 
 async def _run_until(files: FileStore, batches: BatchStore, batch_id: str, status: str) -> Batch:
-    runner = BatchRunner(batches, files, Recorder(), concurrency=1, max_lines=100)
+    runner = BatchRunner(batches, files, Recorder(), Pacer(1, lambda: None), max_lines=100)
     task = asyncio.create_task(runner.run_forever())
     for _ in range(300):
         if batches.get(batch_id, None).status == status:

@@ -33,7 +33,7 @@ def test_metrics_show_latencies_tokens_and_the_engine_caches(prod_http: httpx.Cl
     assert grew(f"kangaroo_queue_time_seconds_count{{{model}}}") == 3
     # One gap between consecutive outputs; an output may carry several tokens.
     assert 3 <= grew(f"kangaroo_inter_token_latency_seconds_count{{{model}}}") <= 3 * 7
-    assert grew(f'kangaroo_completion_tokens_total{{key_id="app",{model}}}') == 24
+    assert grew(f'kangaroo_completion_tokens_total{{key_id="app",mode="live",{model}}}') == 24
     route = f'{model},route="/v1/chat/completions",status="200"'
     assert grew(f"kangaroo_http_requests_total{{{route}}}") == 3
     assert grew("kangaroo_prefix_cache_queries_total") > 0

@@ -68,12 +68,13 @@ def test_usage_equals_what_the_responses_reported(prod: RunningServer) -> None:
     assert row == {
         "key_id": "usage-check",
         "model": MODEL,
+        "mode": "live",
         "requests": 3,
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
     }
-    labels = f'key_id="usage-check",model="{MODEL}"'
+    labels = f'key_id="usage-check",mode="live",model="{MODEL}"'
     assert f"kangaroo_completion_tokens_total{{{labels}}} {float(completion)}" in metrics
     assert f"kangaroo_prompt_tokens_total{{{labels}}} {float(prompt)}" in metrics
 

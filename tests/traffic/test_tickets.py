@@ -206,7 +206,7 @@ def test_metrics_count_requests_tokens_refusals_and_latencies() -> None:
     assert samples[f'kangaroo_http_requests_total{{model="fake",{route},status="200"}}'] == 3
     assert samples[f'kangaroo_http_requests_total{{model="",{route},status="429"}}'] == 1
     assert samples['kangaroo_rejected_requests_total{reason="rate_limit_exceeded"}'] == 1
-    assert samples['kangaroo_completion_tokens_total{key_id="app",model="fake"}'] == 6
+    assert samples['kangaroo_completion_tokens_total{key_id="app",mode="live",model="fake"}'] == 6
     assert samples['kangaroo_generations_total{outcome="completed"}'] == 3
     assert samples['kangaroo_time_to_first_token_seconds_count{model="fake"}'] == 3
     assert samples['kangaroo_inter_token_latency_seconds_count{model="fake"}'] == 3
@@ -233,6 +233,7 @@ def test_usage_per_key_and_model_from_the_admin_api() -> None:
     assert "colour" in bad.json()["error"]["message"]
     (row,) = usage["data"]
     assert row["model"] == "fake"
+    assert row["mode"] == "live"
     assert row["key_id"].startswith("key-")
     assert row["requests"] == 3
     assert row["prompt_tokens"] == sum(r.json()["usage"]["prompt_tokens"] for r in replies)

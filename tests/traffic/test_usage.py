@@ -1,6 +1,7 @@
 """The usage store: counts per key, model and day in SQLite, written off the caller's thread."""
 
 import datetime
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -73,4 +74,39 @@ def test_add_never_waits_for_the_disk(tmp_path: Path, monkeypatch) -> None:
     assert time.monotonic() - started < 1.0
     gate.set()
     assert store.report()[0]["requests"] == 1001
+    store.close()
+
+
+def test_batch_tokens_are_counted_apart_from_live_tokens(tmp_path: Path) -> None:
+    store = _store(tmp_path / "usage.sqlite3")
+    store.add(Use("app", "base", 10, 5))
+    store.add(Use("app", "base", 7, 3, mode="batch"))
+    store.add(Use("app", "base", 1, 1, mode="batch"))
+    assert store.report(group_by=("key_id", "mode")) == [
+        {"key_id": "app", "mode": "batch", "requests": 2, "prompt_tokens": 8,
+         "completion_tokens": 4, "total_tokens": 12},
+        {"key_id": "app", "mode": "live", "requests": 1, "prompt_tokens": 10,
+         "completion_tokens": 5, "total_tokens": 15},
+    ]  # fmt: skip
+    store.close()
+
+
+def test_a_file_from_before_modes_keeps_its_usage_as_live(tmp_path: Path) -> None:
+    path = tmp_path / "usage.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE usage (day TEXT NOT NULL, key_id TEXT NOT NULL, model TEXT NOT NULL, "
+            "requests INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens "
+            "INTEGER NOT NULL, PRIMARY KEY (day, key_id, model))"
+        )
+        db.execute("INSERT INTO usage VALUES ('2026-01-02', 'app', 'base', 4, 40, 20)")
+    db.close()
+    store = _store(path)
+    store.add(Use("app", "base", 1, 1, mode="batch"))
+    assert store.report(group_by=("day", "mode")) == [
+        {"day": "2026-01-02", "mode": "live", "requests": 4, "prompt_tokens": 40,
+         "completion_tokens": 20, "total_tokens": 60},
+        {"day": datetime.datetime.now(datetime.UTC).date().isoformat(), "mode": "batch",
+         "requests": 1, "prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    ]  # fmt: skip
     store.close()

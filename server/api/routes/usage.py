@@ -1,4 +1,5 @@
-"""GET /v1/usage: requests and tokens per key and model (admin), from the usage store."""
+"""GET /v1/usage: requests and tokens per key, model and mode (live or batch) (admin), from the
+usage store."""
 
 import asyncio
 import datetime
@@ -19,8 +20,8 @@ router = APIRouter(dependencies=[Depends(require_admin)])
 async def usage(
     state: State,
     group_by: Annotated[
-        str, Query(description="Comma list of day, key_id, model.")
-    ] = "key_id,model",
+        str, Query(description="Comma list of day, key_id, model, mode (live or batch).")
+    ] = "key_id,model,mode",
     start: Annotated[datetime.date | None, Query(description="First day (UTC), inclusive.")] = None,
     end: Annotated[datetime.date | None, Query(description="Last day (UTC), inclusive.")] = None,
 ) -> dict[str, Any]:

@@ -15,7 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from finetune.demo import skills
-from tests.conftest import APP_KEY, MODEL, USAGE_KEY, RunningServer
+from server.engine.generation import BATCH_PRIORITY, LIVE_PRIORITY
+from tests.conftest import ADMIN_KEY, APP_KEY, LONG, MODEL, USAGE_KEY, RunningServer, bearer
 from tests.fakes import FakeEngine, fake_client
 
 ENDED = ("completed", "failed", "expired", "cancelled")
@@ -329,3 +330,42 @@ def test_batch_lines_take_at_most_half_the_engine_places() -> None:
         data = b"".join(line(f"r{i}", chat(max_tokens=4)) for i in range(12))
         assert _wait(client, _submit(client, data).id).status == "completed"
     assert engine.most <= 2  # without the cap, up to batch_concurrency (8)
+
+
+def test_batch_lines_go_to_the_engine_after_live_requests_and_are_counted_apart() -> None:
+    engine = FakeEngine()
+    with fake_client(engine, api_keys="key-a", admin_key="admin-key") as http:
+        client = _client(http, "key-a")
+        data = b"".join(line(f"r{i}", chat(max_tokens=2)) for i in range(3))
+        assert _wait(client, _submit(client, data).id).status == "completed"
+        live = http.post("/v1/chat/completions", json=chat(max_tokens=2), headers=bearer("key-a"))
+        assert live.status_code == 200
+        usage = http.get("/v1/usage", params={"group_by": "mode"}, headers=bearer("admin-key"))
+        usage = usage.json()["data"]
+    assert engine.priorities == [BATCH_PRIORITY] * 3 + [LIVE_PRIORITY]
+    assert BATCH_PRIORITY > LIVE_PRIORITY  # vLLM runs lower values first
+    assert [(row["mode"], row["requests"]) for row in usage] == [("batch", 3), ("live", 1)]
+
+
+def test_live_requests_are_served_while_a_large_batch_runs(prod: RunningServer) -> None:
+    body = {**LONG, "model": MODEL, "max_tokens": 64}
+    data = b"".join(line(f"r{i}", body) for i in range(200))
+    with httpx.Client(timeout=120) as http:
+        client = _client(http, APP_KEY, f"{prod.url}/v1")
+        batch = _submit(client, data)
+        while client.batches.retrieve(batch.id).request_counts.completed < 2:
+            time.sleep(0.05)
+        for _ in range(3):  # each one answered in full while the batch goes on
+            live = http.post(f"{prod.url}/v1/chat/completions", json=body, headers=bearer(APP_KEY))
+            assert live.json()["choices"][0]["finish_reason"] == "length"
+            running = client.batches.retrieve(batch.id)
+            assert running.status == "in_progress"
+            assert running.request_counts.completed < 200
+        client.batches.cancel(batch.id)
+        ended = _wait(client, batch.id)
+        usage = http.get(
+            f"{prod.url}/v1/usage", params={"group_by": "key_id,mode"}, headers=bearer(ADMIN_KEY)
+        ).json()["data"]
+    assert ended.status == "cancelled"
+    (batch_use,) = [r for r in usage if r["key_id"] == "app" and r["mode"] == "batch"]
+    assert batch_use["requests"] >= ended.request_counts.completed >= 2
