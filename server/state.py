@@ -36,6 +36,11 @@ from server.traffic.usage import UsageStore
 
 logger = logging.getLogger(__name__)
 
+# A live first token slower than the least lately times this, plus a little for noise, makes
+# the batch pacer back off: live requests keep their latency to within about 1.25x.
+LIVE_TTFT_SLACK = 1.25
+LIVE_TTFT_SLACK_S = 0.005
+
 EngineFactory = Callable[[Settings, str], Engine]
 
 # How often the engine's liveness is checked, and how long the server answers 503 after the
@@ -127,10 +132,21 @@ class ServerState:
         return self.adapters.hold(adapter, deltas)
 
     def live_pressure(self) -> str | None:
-        """Why live requests are under pressure now (the batch pacer backs off), or None."""
-        waiting = self.traffic.live_waiting()
+        """Why live requests are under pressure now (the batch pacer backs off), or None.
+
+        Called once per pacer tick: it takes the slowest live first token since the last call.
+        """
+        traffic = self.traffic
+        waiting = traffic.live_waiting()
         if waiting:
             return f"{waiting} live requests wait for a place"
+        slowest = max(traffic.live_latency.slowest_since_last_call(), traffic.longest_live_wait())
+        least = traffic.live_latency.least() or 0.0
+        if slowest > least * LIVE_TTFT_SLACK + LIVE_TTFT_SLACK_S:
+            return (
+                f"a live request waited {slowest * 1000:.0f} ms for its first token "
+                f"(least lately: {least * 1000:.0f} ms)"
+            )
         engine = self.engine if self.engine is not None and not self.engine_dead else None
         if engine is None:
             return None

@@ -16,10 +16,12 @@ import hashlib
 import logging
 import os
 import shutil
+import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from functools import partial
+from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
@@ -34,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 # (owner key id, url, body) -> (HTTP status, JSON body) of the live route.
 Execute = Callable[[str, str, dict[str, Any]], Awaitable[tuple[int, dict[str, Any]]]]
+# Where a running batch's results go: the output file, the error file, and their lock.
+_Results = tuple[IO[str], IO[str], threading.Lock]
 RETRY_STATUSES = (408, 429, 503)
 LEASE_S = 15.0  # another process takes over a batch this long after its runner died
 POLL_S = 1.0
@@ -142,32 +146,45 @@ class BatchRunner:
 
     async def _run_lines(self, batch: Batch) -> str | None:
         """Run every line not written yet; the status the batch ends in (None: this process
-        drains, and the batch is left to whoever resumes it)."""
+        drains, and the batch is left to whoever resumes it).
+
+        The disk is read and written in worker threads: an fsync on the event loop would
+        stall every live stream of the process.
+        """
         folder = self.work / batch.id
-        folder.mkdir(parents=True, exist_ok=True)
-        results = folder / "output.jsonl", folder / "errors.jsonl"
-        done = batch_lines.written_ids(*results)
-        if done:  # resuming: count from what was written (a crash may have come in between)
-            self.batches.update(batch.id, partial(_tally, folder))
-        pending = _pending(self._input(batch), batch.endpoint, done)
+        pending = await asyncio.to_thread(self._resume, batch, folder)
+        record = threading.Lock()  # one line's result appended and counted at a time
         with (
-            results[0].open("a", encoding="utf-8") as output,
-            results[1].open("a", encoding="utf-8") as errors,
+            (folder / "output.jsonl").open("a", encoding="utf-8") as output,
+            (folder / "errors.jsonl").open("a", encoding="utf-8") as errors,
         ):
             async with asyncio.TaskGroup() as lines:
-                for line in pending:
+                async for line in _in_threads(pending):
                     await self.pacer.take()
                     if self._draining or not await self._goes_on(batch.id):
                         self.pacer.give_back()
                         break
-                    lines.create_task(self._run_line(batch.id, line, output, errors))
+                    result = self._run_line(batch, line, (output, errors, record))
+                    lines.create_task(result)
             if self._draining:
                 return None
-            stored = self.batches.get(batch.id, None)
-            if stored.status == "cancelling":
-                return "cancelled"
-            if time.time() >= stored.expires_at and self._write_expired(batch, errors):
-                return "expired"
+            return await asyncio.to_thread(self._ending, batch, errors)
+
+    def _resume(self, batch: Batch, folder: Path) -> Iterator[Line]:
+        """The lines left to run; when resuming, the counts are made what was written."""
+        folder.mkdir(parents=True, exist_ok=True)
+        done = batch_lines.written_ids(folder / "output.jsonl", folder / "errors.jsonl")
+        if done:  # a crash may have come between a line's append and its count
+            self.batches.update(batch.id, partial(_tally, folder))
+        return _pending(self._input(batch), batch.endpoint, done)
+
+    def _ending(self, batch: Batch, errors: IO[str]) -> str:
+        """How a batch whose lines all ran (or were stopped) ends."""
+        stored = self.batches.get(batch.id, None)
+        if stored.status == "cancelling":
+            return "cancelled"
+        if time.time() >= stored.expires_at and self._write_expired(batch, errors):
+            return "expired"
         self.batches.update(
             batch.id, lambda b: b.moved("finalizing") if b.status == "in_progress" else b
         )
@@ -178,9 +195,8 @@ class BatchRunner:
         batch = await asyncio.to_thread(self.batches.get, batch_id, None)
         return batch.status == "in_progress" and time.time() < batch.expires_at
 
-    async def _run_line(self, batch_id: str, line: Line, output: IO[str], errors: IO[str]) -> None:
+    async def _run_line(self, batch: Batch, line: Line, into: _Results) -> None:
         """Run one line (holding a place of the pacer's, given back here) and record it."""
-        batch = self.batches.get(batch_id, None)
         try:
             while True:
                 status, body = await self.execute(batch.owner, batch.endpoint, line.body)
@@ -191,14 +207,18 @@ class BatchRunner:
                     return
                 if status not in RETRY_STATUSES:
                     break
-                if not await self._goes_on(batch_id):
+                if not await self._goes_on(batch.id):
                     return  # cancelled or expired meanwhile: the line never ran
                 await asyncio.sleep(RETRY_S)
         finally:
             self.pacer.give_back()
-        batch_lines.append(
-            output if status == 200 else errors, batch_lines.result(line.custom_id, status, body)
-        )
+        await asyncio.to_thread(self._record, batch.id, line, status, body, into)
+
+    def _record(
+        self, batch_id: str, line: Line, status: int, body: dict[str, Any], into: _Results
+    ) -> None:
+        """Append a line's result (durably) and count it in the batch."""
+        output, errors, lock = into
         usage = body.get("usage") or {}
 
         def counted(stored: Batch) -> Batch:
@@ -206,7 +226,10 @@ class BatchRunner:
             _add_usage(stored, usage)
             return stored
 
-        self.batches.update(batch_id, counted)
+        with lock:
+            out = output if status == 200 else errors
+            batch_lines.append(out, batch_lines.result(line.custom_id, status, body))
+            self.batches.update(batch_id, counted)
 
     def _write_expired(self, batch: Batch, errors: IO[str]) -> bool:
         """An error line `batch_expired` for every line not run; whether there was one."""
@@ -274,6 +297,13 @@ def validate(path: Path, endpoint: str, max_lines: int) -> tuple[int, list[dict[
     if not total and not errors:
         errors.append(BadLine(1, "empty_file", "The input file has no requests.").error())
     return total, errors
+
+
+async def _in_threads(lines: Iterator[Line], chunk: int = 256) -> AsyncIterator[Line]:
+    """`lines`, read `chunk` at a time in a worker thread (they come from a file)."""
+    while part := await asyncio.to_thread(lambda: list(islice(lines, chunk))):
+        for line in part:
+            yield line
 
 
 def _pending(path: Path, endpoint: str, done: set[str]) -> Iterator[Line]:

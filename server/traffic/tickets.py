@@ -24,6 +24,7 @@ from server.settings import Settings
 from server.traffic.admission import Admission
 from server.traffic.auth import INTERNAL_CALLER, Caller
 from server.traffic.limits import RateLimiter, Reservation
+from server.traffic.live_latency import LiveLatency
 from server.traffic.usage import UsageStore, Use
 
 logger = logging.getLogger(__name__)
@@ -119,6 +120,8 @@ class Ticket:
                 if self.first_token_at is None:
                     self.first_token_at = now
                     ttft.observe(now - self.arrived)
+                    if not self.batch:
+                        self._traffic.live_latency.add(now - self.arrived)
                 else:
                     itl.observe(now - self._last_output_at)
                 self._last_output_at = now
@@ -178,6 +181,7 @@ class Traffic:
         self.metrics = metrics
         self.usage = usage
         self.tickets: set[Ticket] = set()  # open tickets, for a drain
+        self.live_latency = LiveLatency()
         self.idle = asyncio.Event()  # set while no ticket is open
         self.idle.set()
         self._timeout_s = settings.request_timeout_s
@@ -237,6 +241,12 @@ class Traffic:
     def live_waiting(self) -> int:
         """Live requests (not batch lines) waiting in the queue for places in the engine."""
         return sum(1 for t in self.tickets if t.admitted_at is None and not t.batch)
+
+    def longest_live_wait(self) -> float:
+        """Seconds the live request waiting longest for its first token has waited (0: none)."""
+        now = time.monotonic()
+        waits = (now - t.arrived for t in self.tickets if t.first_token_at is None and not t.batch)
+        return max(waits, default=0.0)
 
     def forget(self, ticket: Ticket) -> None:
         """A ticket has closed."""
