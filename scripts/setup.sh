@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 extras="${1:-}"
 python="${PYTHON:-python3}"
 if nvidia-smi -L >/dev/null 2>&1; then engine=cuda; else engine=cpu; fi
+# The tests run the offline batch runner on a local Ray instance too.
+if [[ ",$extras," == *,dev,* && ",$extras," != *,ray,* ]]; then extras="$extras,ray"; fi
 spec=".[${engine}${extras:+,$extras}]"
 
 install_chromium() {

@@ -40,13 +40,13 @@ def create_app(
     settings: Settings,
     engine_factory: EngineFactory | None = None,
     on_fatal_error: Callable[[], None] = lambda: None,
-    run_batches: bool = True,
+    in_process: bool = False,
 ) -> FastAPI:
     """Build the app; the engine starts in the background once the server is up.
 
     `on_fatal_error` runs when the engine cannot start or dies (the CLI stops the process).
-    `run_batches` False keeps this app from running the batches stored in `data_dir` (the
-    offline runner drives the app in-process and runs only its own file).
+    `in_process` is for an app driven from inside its process (the offline batch runner): it
+    opens no port, and it does not run the batches stored in `data_dir`.
     """
     state = ServerState(
         settings=settings,
@@ -57,7 +57,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         lives = [asyncio.create_task(state.run())]
-        runner = _batch_runner(app, state, keys) if run_batches else None
+        runner = None if in_process else _batch_runner(app, state, keys)
         if runner is not None:
             lives.append(asyncio.create_task(runner.run_forever()))
         try:
@@ -73,7 +73,7 @@ def create_app(
 
     keys = KeyRing.from_settings(settings)
     public = open_paths(settings, playground.PAGE_PATHS)
-    if not keys.enabled:
+    if not keys.enabled and not in_process:
         logger.warning(
             "No API keys configured: anyone who can reach %s:%d may use the API, and the "
             "admin API answers only this machine. Set api_keys / admin_key (KANGAROO_API_KEYS, "
