@@ -1,6 +1,8 @@
-"""Benchmark the offline batch runner against vLLM's own `run_batch` on the same file and model.
+"""Batch benchmarks: the offline runner against vLLM's own `run_batch`, and batch lines on a
+serving server beside live traffic.
 
     python scripts/bench_batch.py offline --lines 2000 --repeats 3 --out scripts/results/batch
+    python scripts/bench_batch.py live --repeats 2 --out scripts/results/batch-live
 
 `offline` writes a chat batch file (`--lines` greedy requests for the demo model, varied: the
 demo's own questions and random-word prompts of 8 to 128 words, a third of them behind one of
@@ -16,13 +18,28 @@ disk; and over the wall time), peak memory (RSS summed over the process and all 
 sampled every 0.1 s) and the time to the first output line (vLLM writes every line at the end).
 It prints the medians and the ratios ours / vLLM's (target: throughput >= 1.0) and writes
 results.json under `--out`.
+
+`live` starts our server (the demo model) and runs, `--repeats` times, four phases in turn:
+
+- live:        live traffic alone: at most `--streams` streams, Poisson arrivals at `--rate`;
+- live+batch:  the same live traffic while a batch larger than the phase runs on the server;
+- batch:       the `--lines` batch file alone on the server (server batch throughput);
+- offline:     the same file through the offline runner (as `offline` measures ours).
+
+It prints the live requests' TTFT p50/p99 in both live phases (target: p99 with the batch
+<= 1.25x without), the batch's output tokens/s in each phase (the capacity it used), and server
+batch / offline throughput (target >= 0.9x). The live clients run on the same machine as the
+server (their CPU waits count in their TTFT, as they would on a loaded client).
 """
 
 import argparse
+import asyncio
+import io
 import json
 import os
 import platform
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -33,14 +50,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+import openai
 import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from scripts.bench import EngineSettings, prepare_model  # noqa: E402
+from scripts.bench import EngineSettings, free_port, prepare_model, running_server  # noqa: E402
 from scripts.bench_report import ratio  # noqa: E402
-from scripts.loadgen import Workload  # noqa: E402
+from scripts.loadgen import (  # noqa: E402
+    RequestRecord,
+    Workload,
+    client_session,
+    run_workload,
+    stream_chat,
+)
 from scripts.soak import QUESTIONS  # noqa: E402
 
 SERVED_NAME = "bench-model"
@@ -311,6 +336,176 @@ def offline(args: argparse.Namespace) -> None:
     print(report(median, ratio_of))
 
 
+# --- live traffic beside a batch on the server ----------------------------------------------
+
+BATCH_TOKENS = re.compile(
+    r'^kangaroo_completion_tokens_total\{[^}]*mode="batch"[^}]*\} (\S+)$', re.M
+)
+
+
+def live_body(prompt: str, max_tokens: int) -> dict[str, Any]:
+    """A streamed greedy chat request of exactly `max_tokens` output tokens."""
+    return {
+        "model": SERVED_NAME,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "ignore_eos": True,
+        "logit_bias": NO_SPECIAL_TOKENS,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+
+
+async def live_phase(url: str, args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    """Live traffic for about `--live-seconds`: TTFT percentiles and output tokens/s."""
+    workload = Workload(
+        int(args.rate * args.live_seconds), prompt_words=64, output_tokens=args.live_tokens,
+        concurrency=args.streams, request_rate=args.rate, seed=seed,
+    )  # fmt: skip
+    async with client_session(None) as session:
+
+        async def send(prompt: str) -> RequestRecord:
+            return await stream_chat(session, url, live_body(prompt, args.live_tokens))
+
+        records, wall_s = await run_workload(send, workload)
+    ok = [r for r in records if r.ok and r.ttft is not None]
+    ttfts = sorted(r.ttft * 1000 for r in ok if r.ttft is not None)
+    return {
+        "requests": len(records),
+        "failed": len(records) - len(ok),
+        "ttft_ms_p50": statistics.median(ttfts),
+        "ttft_ms_p99": ttfts[min(len(ttfts) - 1, int(0.99 * len(ttfts)))],
+        "live_tok_s": sum(r.output_tokens for r in ok) / wall_s,
+        "seconds": wall_s,
+    }
+
+
+def batch_tokens(url: str) -> float:
+    """Output tokens of batch lines so far, from /metrics."""
+    text = httpx.get(url.removesuffix("/v1") + "/metrics", timeout=30).text
+    return sum(float(value) for value in BATCH_TOKENS.findall(text))
+
+
+def submit(client: openai.OpenAI, data: bytes) -> str:
+    """Upload `data` and start a batch on it; the batch id."""
+    upload = client.files.create(file=("in.jsonl", io.BytesIO(data)), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    return batch.id
+
+
+def completed(client: openai.OpenAI, batch_id: str) -> int:
+    """Lines of the batch completed so far."""
+    counts = client.batches.retrieve(batch_id).request_counts
+    return counts.completed if counts else 0
+
+
+def live_with_batch(
+    url: str, client: openai.OpenAI, args: argparse.Namespace, data: bytes, seed: int
+) -> dict[str, Any]:
+    """The live phase while the batch of `data` (larger than the phase) runs; the batch's
+    output tokens/s during the phase."""
+    batch_id = submit(client, data)
+    while completed(client, batch_id) < 1:
+        time.sleep(0.1)
+    before, started = batch_tokens(url), time.perf_counter()
+    row = asyncio.run(live_phase(url, args, seed))
+    row["batch_tok_s"] = (batch_tokens(url) - before) / (time.perf_counter() - started)
+    row["batch_outlasted_phase"] = client.batches.retrieve(batch_id).status == "in_progress"
+    client.batches.cancel(batch_id)
+    while client.batches.retrieve(batch_id).status not in ("cancelled", "completed"):
+        time.sleep(0.2)
+    return row
+
+
+def batch_alone(client: openai.OpenAI, source: Path) -> dict[str, Any]:
+    """The batch file alone on the server: output tokens/s from the batch starting to run (its
+    input validated) to its last line, as `measure` counts the offline runner's."""
+    batch_id = submit(client, source.read_bytes())
+    while (batch := client.batches.retrieve(batch_id)).status == "validating":
+        time.sleep(0.02)
+    started = time.perf_counter()
+    while (batch := client.batches.retrieve(batch_id)).status == "in_progress":
+        time.sleep(0.05)
+    ended = time.perf_counter()
+    while batch.status == "finalizing":
+        time.sleep(0.05)
+        batch = client.batches.retrieve(batch_id)
+    if batch.status != "completed" or batch.usage is None:
+        raise RuntimeError(f"the batch did not complete: {batch}")
+    return {"batch_tok_s": batch.usage.output_tokens / (ended - started)}
+
+
+def live_report(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    """Medians per phase, the two ratios, and results.json."""
+
+    def median(phase: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs if r["phase"] == phase)
+
+    def ratio(phase: str, baseline: str, key: str) -> float:
+        return median(phase, key) / median(baseline, key)
+
+    verdict = {
+        "ttft_p99_with_batch_x": ratio("live+batch", "live", "ttft_ms_p99"),
+        "ttft_p50_with_batch_x": ratio("live+batch", "live", "ttft_ms_p50"),
+        "server_batch_vs_offline_x": ratio("batch", "offline", "batch_tok_s"),
+    }
+    lines = [
+        f"live alone:      TTFT p50 {median('live', 'ttft_ms_p50'):.0f} ms, p99 "
+        f"{median('live', 'ttft_ms_p99'):.0f} ms, live {median('live', 'live_tok_s'):.0f} tok/s",
+        f"live + batch:    TTFT p50 {median('live+batch', 'ttft_ms_p50'):.0f} ms, p99 "
+        f"{median('live+batch', 'ttft_ms_p99'):.0f} ms, live "
+        f"{median('live+batch', 'live_tok_s'):.0f} tok/s, batch "
+        f"{median('live+batch', 'batch_tok_s'):.0f} tok/s",
+        f"batch alone:     {median('batch', 'batch_tok_s'):.0f} tok/s on the server, "
+        f"{median('offline', 'batch_tok_s'):.0f} tok/s offline",
+        f"TTFT p99 with a batch: {verdict['ttft_p99_with_batch_x']:.2f}x without (target <= 1.25)",
+        f"server batch / offline runner: {verdict['server_batch_vs_offline_x']:.2f}x "
+        "(target >= 0.9)",
+    ]
+    print("\n".join(lines))
+    machine = {"platform": platform.platform(), "python": platform.python_version()}
+    meta = {"command": sys.argv, "args": {k: str(v) for k, v in vars(args).items()}}
+    meta["machine"] = machine
+    (args.out / "results.json").write_text(
+        json.dumps({"meta": meta, "runs": runs, "ratios": verdict, "summary": lines}, indent=2)
+    )
+
+
+def live(args: argparse.Namespace) -> None:
+    """The four phases, `--repeats` times; medians, ratios and results.json."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    engine = EngineSettings(max_num_seqs=args.max_num_seqs, kv_cache_gib=args.kv_cache_gib)
+    setup = Setup(prepare_model("demo", None), engine, enforce_eager=False)
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-batch-live-") as folder:
+        work = Path(folder)
+        source = write_batch_file(work / "in.jsonl", args.lines, args.seed)
+        # Larger than the live phase can finish: it runs all through it, and is then cancelled.
+        large = write_batch_file(work / "large.jsonl", args.lines * 5, args.seed + 1)
+        for repeat in range(args.repeats):
+            port = free_port()
+            cmd = [sys.executable, "-m", "server", "--port", str(port), *setup.engine_flags()]
+            cmd += ["--kv-cache-gib", str(engine.kv_cache_gib), "--log-format", "text"]
+            cmd += ["--data-dir", str(work / f"data-{repeat}")]
+            log = args.out / f"server-{repeat}.log"
+            with running_server(cmd, port, log, dict(os.environ)) as url:
+                client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
+                alone = asyncio.run(live_phase(url, args, seed=repeat))
+                runs.append({"phase": "live", "repeat": repeat} | alone)
+                mixed = live_with_batch(url, client, args, large.read_bytes(), seed=repeat)
+                runs.append({"phase": "live+batch", "repeat": repeat} | mixed)
+                runs.append({"phase": "batch", "repeat": repeat} | batch_alone(client, source))
+            output, log = work / "offline.jsonl", args.out / f"offline-{repeat}.log"
+            offline_run = measure("kangaroo", setup, source, output, log)
+            runs.append({"phase": "offline", "repeat": repeat,
+                         "batch_tok_s": offline_run["output_tok_s"]})  # fmt: skip
+            print(json.dumps(runs[-4:], indent=1), flush=True)
+    live_report(runs, args)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and run the chosen command."""
     parser = argparse.ArgumentParser(
@@ -327,8 +522,22 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--kv-cache-gib", type=int, default=2)
     run.add_argument("--enforce-eager", action="store_true", help="no torch.compile (both)")
     run.add_argument("--out", type=Path, default=Path("bench-results/batch"))
+    side = commands.add_parser("live", help="live traffic beside a batch on our server")
+    side.add_argument("--repeats", type=int, default=1)
+    side.add_argument("--streams", type=int, default=16, help="most live requests at once")
+    side.add_argument("--rate", type=float, default=4.0, help="live Poisson arrivals/s")
+    side.add_argument("--live-seconds", type=float, default=60)
+    side.add_argument("--live-tokens", type=int, default=64, help="output tokens per live request")
+    side.add_argument("--lines", type=int, default=2000, help="lines of the batch-alone file")
+    side.add_argument("--seed", type=int, default=0)
+    side.add_argument("--max-num-seqs", type=int, default=256)
+    side.add_argument("--kv-cache-gib", type=int, default=2)
+    side.add_argument("--out", type=Path, default=Path("bench-results/batch-live"))
     args = parser.parse_args(argv)
-    offline(args)
+    if args.command == "offline":
+        offline(args)
+    else:
+        live(args)
 
 
 # vLLM starts worker processes that re-import the main module (in the runs' own processes;

@@ -142,7 +142,9 @@ def _batch_runner(app: FastAPI, state: ServerState, keys: KeyRing) -> BatchRunne
         lambda owner, path, body: call_route(app, keys.caller_by_id(owner), path, body),
         # Never more than half the engine's places: live requests always find room.
         Pacer(
-            min(settings.batch_concurrency, max(1, settings.max_num_seqs // 2)), state.live_pressure
+            min(settings.batch_concurrency, max(1, settings.max_num_seqs // 2)),
+            state.live_pressure,
+            state.traffic.live_clear.wait,
         ),
         settings.batch_max_lines,
     )

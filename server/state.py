@@ -137,24 +137,29 @@ class ServerState:
         Called once per pacer tick: it takes the slowest live first token since the last call.
         """
         traffic = self.traffic
-        waiting = traffic.live_waiting()
-        if waiting:
-            return f"{waiting} live requests wait for a place"
         slowest = max(traffic.live_latency.slowest_since_last_call(), traffic.longest_live_wait())
-        least = traffic.live_latency.least() or 0.0
+        # Queues and a full KV cache matter only while a live request is there to suffer them:
+        # with none, batch lines may take all the room they find.
+        if traffic.live_in_flight():
+            if waiting := traffic.live_waiting():
+                return f"{waiting} live requests wait for a place"
+            engine = self.engine if self.engine is not None and not self.engine_dead else None
+            stats = engine.stats() if engine is not None else None
+            if stats is not None and stats.num_waiting_requests:
+                return f"{stats.num_waiting_requests} requests wait in the engine"
+            if stats is not None and stats.kv_cache_usage >= KV_CACHE_FULL:
+                return f"the KV cache is {stats.kv_cache_usage:.0%} full"
+        return self._slow_first_token(slowest)
+
+    def _slow_first_token(self, slowest: float) -> str | None:
+        """Pressure when the slowest recent live first token took clearly longer than the least
+        seen lately (what the engine gives with nothing in the way)."""
+        least = self.traffic.live_latency.least() or 0.0
         if slowest > least * LIVE_TTFT_SLACK + LIVE_TTFT_SLACK_S:
             return (
                 f"a live request waited {slowest * 1000:.0f} ms for its first token "
                 f"(least lately: {least * 1000:.0f} ms)"
             )
-        engine = self.engine if self.engine is not None and not self.engine_dead else None
-        if engine is None:
-            return None
-        stats = engine.stats()
-        if stats.num_waiting_requests:
-            return f"{stats.num_waiting_requests} requests wait in the engine"
-        if stats.kv_cache_usage >= KV_CACHE_FULL:
-            return f"the KV cache is {stats.kv_cache_usage:.0%} full"
         return None
 
     async def run(self) -> None:

@@ -9,7 +9,6 @@ crash mid-append) is cut off and that line run again.
 """
 
 import json
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,19 +155,15 @@ class Results:
 
     def write(self, rows: list[Row]) -> None:
         """Append the held rows and `rows`: answers to the output file, the rest to the error
-        file; on disk when this returns. One fsync per file per call, not per row: rows that
-        finish together are written together (an fsync per row, as `lines.append` does, would
-        cap a fast engine's lines/s at the disk's syncs/s)."""
+        file; on disk when this returns. Rows that finish together are written together, one
+        fsync per file."""
         rows = [*self._held, *rows]
         self._held.clear()
-        touched: dict[Path, IO[str]] = {}
-        for row in rows:
-            path = self.job.output if is_ok(row) else self.job.errors
-            touched[path] = target = self._file(path)
-            target.write(json.dumps(row, ensure_ascii=False) + "\n")
-        for target in touched.values():
-            target.flush()
-            os.fsync(target.fileno())
+        ok = [row for row in rows if is_ok(row)]
+        failed = [row for row in rows if not is_ok(row)]
+        for path, part in ((self.job.output, ok), (self.job.errors, failed)):
+            if part:
+                lines.append(self._file(path), part)
         if rows:
             self.on_written(rows)
 

@@ -16,10 +16,10 @@ import hashlib
 import logging
 import os
 import shutil
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from functools import partial
 from itertools import islice
 from pathlib import Path
@@ -36,9 +36,8 @@ logger = logging.getLogger(__name__)
 
 # (owner key id, url, body) -> (HTTP status, JSON body) of the live route.
 Execute = Callable[[str, str, dict[str, Any]], Awaitable[tuple[int, dict[str, Any]]]]
-# Where a running batch's results go: the output file, the error file, and their lock.
-_Results = tuple[IO[str], IO[str], threading.Lock]
 RETRY_STATUSES = (408, 429, 503)
+STATUS_TTL_S = 0.5
 LEASE_S = 15.0  # another process takes over a batch this long after its runner died
 POLL_S = 1.0
 RETRY_S = 1.0
@@ -63,6 +62,7 @@ class BatchRunner:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
         self._draining = False  # the server drains: no new line starts here
+        self._status: dict[str, tuple[float, bool]] = {}  # batch id -> (checked at, goes on)
 
     async def run_forever(self) -> None:
         """Claim and run batches until `stop`; renews the leases of those it runs."""
@@ -153,7 +153,7 @@ class BatchRunner:
         """
         folder = self.work / batch.id
         pending = await asyncio.to_thread(self._resume, batch, folder)
-        record = threading.Lock()  # one line's result appended and counted at a time
+        results = _Results()
         with (
             (folder / "output.jsonl").open("a", encoding="utf-8") as output,
             (folder / "errors.jsonl").open("a", encoding="utf-8") as errors,
@@ -164,8 +164,7 @@ class BatchRunner:
                     if self._draining or not await self._goes_on(batch.id):
                         self.pacer.give_back()
                         break
-                    result = self._run_line(batch, line, (output, errors, record))
-                    lines.create_task(result)
+                    lines.create_task(self._run_line(batch, line, (output, errors), results))
             if self._draining:
                 return None
             return await asyncio.to_thread(self._ending, batch, errors)
@@ -191,11 +190,18 @@ class BatchRunner:
         return "completed"
 
     async def _goes_on(self, batch_id: str) -> bool:
-        """Whether the batch still runs lines: not cancelled and within its window."""
-        batch = await asyncio.to_thread(self.batches.get, batch_id, None)
-        return batch.status == "in_progress" and time.time() < batch.expires_at
+        """Whether the batch still runs lines: not cancelled and within its window (read from
+        the store at most every `STATUS_TTL_S`: a cancel is seen that late)."""
+        checked_at, goes_on = self._status.get(batch_id, (-STATUS_TTL_S, True))
+        if time.monotonic() - checked_at >= STATUS_TTL_S:
+            batch = await asyncio.to_thread(self.batches.get, batch_id, None)
+            goes_on = batch.status == "in_progress" and time.time() < batch.expires_at
+            self._status[batch_id] = time.monotonic(), goes_on
+        return goes_on
 
-    async def _run_line(self, batch: Batch, line: Line, into: _Results) -> None:
+    async def _run_line(
+        self, batch: Batch, line: Line, files: tuple[IO[str], IO[str]], results: "_Results"
+    ) -> None:
         """Run one line (holding a place of the pacer's, given back here) and record it."""
         try:
             while True:
@@ -212,24 +218,29 @@ class BatchRunner:
                 await asyncio.sleep(RETRY_S)
         finally:
             self.pacer.give_back()
-        await asyncio.to_thread(self._record, batch.id, line, status, body, into)
+        results.pending.append((status, batch_lines.result(line.custom_id, status, body)))
+        # Group commit: whoever holds the lock writes every result waiting, in one fsync per
+        # file and one update of the batch; lines that finish meanwhile go in the next round.
+        async with results.writing:
+            if results.pending:
+                rows, results.pending = results.pending, []
+                await asyncio.to_thread(self._record, batch.id, rows, files)
 
     def _record(
-        self, batch_id: str, line: Line, status: int, body: dict[str, Any], into: _Results
+        self, batch_id: str, rows: list[tuple[int, dict[str, Any]]], files: tuple[IO[str], ...]
     ) -> None:
-        """Append a line's result (durably) and count it in the batch."""
-        output, errors, lock = into
-        usage = body.get("usage") or {}
+        """Append results (durably) and count them in the batch."""
+        output, errors = files
+        batch_lines.append(output, [row for status, row in rows if status == 200])
+        batch_lines.append(errors, [row for status, row in rows if status != 200])
 
         def counted(stored: Batch) -> Batch:
-            stored.counts["completed" if status == 200 else "failed"] += 1
-            _add_usage(stored, usage)
+            for status, row in rows:
+                stored.counts["completed" if status == 200 else "failed"] += 1
+                _add_usage(stored, batch_lines.usage_of(row))
             return stored
 
-        with lock:
-            out = output if status == 200 else errors
-            batch_lines.append(out, batch_lines.result(line.custom_id, status, body))
-            self.batches.update(batch_id, counted)
+        self.batches.update(batch_id, counted)
 
     def _write_expired(self, batch: Batch, errors: IO[str]) -> bool:
         """An error line `batch_expired` for every line not run; whether there was one."""
@@ -239,7 +250,7 @@ class BatchRunner:
         left = False
         for line in _pending(self._input(batch), batch.endpoint, done):
             row = batch_lines.not_run(line.custom_id, "batch_expired", message)
-            batch_lines.append(errors, row)
+            batch_lines.append(errors, [row])
             left = True
         return left
 
@@ -273,6 +284,14 @@ class BatchRunner:
 
         self.batches.update(batch.id, ended)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@dataclass
+class _Results:
+    """Results of a running batch waiting to be written, and the lock of whoever writes them."""
+
+    pending: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    writing: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 def validate(path: Path, endpoint: str, max_lines: int) -> tuple[int, list[dict[str, Any]]]:

@@ -1,5 +1,6 @@
-"""The batch pacer: the window of batch lines halves under live pressure, grows by one only
-when it was used, stays within 1..most, and the runner never exceeds it."""
+"""The batch pacer: the window of batch lines halves under live pressure, grows only when it
+was used (doubling at first, then one line a tick), stays within 1..most, and the runner never
+exceeds it."""
 
 import asyncio
 import io
@@ -10,7 +11,7 @@ from typing import Any
 
 from server.batch.files import FileStore
 from server.batch.jobs import Batch, BatchStore, new_batch_id
-from server.batch.pacing import Pacer
+from server.batch.pacing import CALM_TICKS, Pacer
 from server.batch.runner import BatchRunner
 
 
@@ -26,24 +27,30 @@ class Switch:
 
 def test_the_window_grows_when_used_and_halves_under_pressure() -> None:
     pressure = Switch()
-    pacer = Pacer(8, pressure)
+    pacer = Pacer(32, pressure)
+
+    def ticks(count: int) -> list[int]:
+        windows = []
+        for _ in range(count):
+            pacer.in_flight = pacer.window  # the batch uses its whole window
+            pacer.adjust()
+            windows.append(pacer.window)
+        return windows
+
     pacer.adjust()
     assert pacer.window == 1  # nothing in flight: an unused window does not grow
-    pacer.in_flight = 1
-    for expected in (2, 3, 4):
-        pacer.in_flight = pacer.window
-        pacer.adjust()
-        assert pacer.window == expected
-    for _ in range(10):
-        pacer.in_flight = pacer.window
-        pacer.adjust()
-    assert pacer.window == 8  # never more than `most`
+    assert ticks(6) == [2, 4, 8, 16, 32, 32]  # slow start, up to `most`
     pressure.reason = "live requests wait"
-    windows = []
-    for _ in range(5):
-        pacer.adjust()
-        windows.append(pacer.window)
-    assert windows == [4, 2, 1, 1, 1]  # never less than one: a batch always moves
+    assert ticks(3) == [16, 8, 4]
+    pressure.reason = None
+    assert ticks(3) == [5, 6, 7]  # past pressure: one line a tick, from half where it was
+    pressure.reason = "live requests wait"
+    assert ticks(5) == [3, 1, 1, 1, 1]  # never less than one: a batch always moves
+    pressure.reason = None
+    calm = ticks(CALM_TICKS + 1)
+    assert calm[:3] == [2, 3, 4]
+    # calm long enough: slow start again, up to `most`
+    assert calm[-3:] == [CALM_TICKS, 32, 32]
 
 
 def test_take_waits_for_a_place_in_the_window() -> None:
@@ -102,3 +109,24 @@ def test_the_runner_keeps_its_lines_within_the_window(tmp_path: Path) -> None:
 
     assert asyncio.run(run()) == "completed"
     assert most == 1
+
+
+def test_no_line_starts_while_a_live_request_waits_for_its_first_token() -> None:
+    async def scenario() -> list[str]:
+        clear = asyncio.Event()
+        pacer = Pacer(4, lambda: None, clear.wait)
+        pacer.window = 4
+        events: list[str] = []
+
+        async def line() -> None:
+            await pacer.take()
+            events.append("line started")
+
+        starting = asyncio.create_task(line())
+        await asyncio.sleep(0)
+        events.append("live request answered")
+        clear.set()
+        await starting
+        return events
+
+    assert asyncio.run(scenario()) == ["live request answered", "line started"]
