@@ -7,10 +7,9 @@ through a window that follows the live load, the way TCP follows a network (AIMD
 
 - every `TICK_S` the window halves when live requests are under pressure (what counts as
   pressure is the caller's `Pressure`: ServerState.live_pressure);
-- it grows when there was no pressure and the batch used its whole window: it doubles up to
-  the size it had when pressure last halved it (slow start, so a batch on an idle server
-  reaches full speed within a second or two), then grows by one line a tick; after
-  `CALM_TICKS` without pressure (an idle server) it is `most` at once;
+- after `HOLD_TICKS` without pressure it grows by one line a tick, while the batch uses it
+  all; after `CALM_TICKS` without pressure (no live traffic to speak of) it is `most` at once,
+  as it is at the first tick on an idle server: a batch there runs at full speed at once;
 - it never drops below one line, so a batch always moves, and never exceeds `most`.
 
 Besides, no new line starts while `clear` says a live request waits for its first token: its
@@ -39,10 +38,9 @@ class Pacer:
         self, most: int, pressure: Pressure, clear: Callable[[], Awaitable[object]] | None = None
     ):
         self.most = most
-        self.window = 1
-        self.threshold = most  # slow start below it: the window doubles instead of adding one
+        self.window = 1  # until the first tick has looked at the live load
         self.in_flight = 0
-        self._calm = 0  # ticks since the last pressure
+        self._calm = CALM_TICKS  # ticks since the last pressure
         self._pressure = pressure
         self._clear = clear
         self._room = asyncio.Event()  # set when a place may have become free
@@ -55,18 +53,16 @@ class Pacer:
             self.adjust()
 
     def adjust(self) -> None:
-        """One AIMD step: halve on pressure, else grow if the window was full."""
+        """One step: halve on pressure; grow after a while without."""
         reason = self._pressure()
         self._calm = 0 if reason is not None else self._calm + 1
         if reason is not None:
-            self.window = self.threshold = max(1, self.window // 2)
-        elif self._calm >= CALM_TICKS:  # no live pressure for seconds: all of `most` at once
-            self.window = self.threshold = self.most
-            self._room.set()
-        elif self.in_flight >= self.window and self._calm >= HOLD_TICKS:
-            grown = self.window * 2 if self.window < self.threshold else self.window + 1
-            self.window = min(self.most, grown)
-            self._room.set()
+            self.window = max(1, self.window // 2)
+        elif self._calm >= CALM_TICKS:
+            self.window = self.most
+        elif self._calm >= HOLD_TICKS and self.in_flight >= self.window:
+            self.window = min(self.most, self.window + 1)
+        self._room.set()
         if reason != self._reason:
             logger.debug("Batch window %d: %s", self.window, reason or "no live pressure")
             self._reason = reason

@@ -1,6 +1,6 @@
-"""The batch pacer: the window of batch lines halves under live pressure, grows only when it
-was used (doubling at first, then one line a tick), stays within 1..most, and the runner never
-exceeds it."""
+"""The batch pacer: the window of batch lines halves under live pressure, grows back only when
+it was used (one line a tick, after a hold; all at once on an idle server), stays within
+1..most, and the runner never exceeds it."""
 
 import asyncio
 import io
@@ -11,7 +11,7 @@ from typing import Any
 
 from server.batch.files import FileStore
 from server.batch.jobs import Batch, BatchStore, new_batch_id
-from server.batch.pacing import CALM_TICKS, Pacer
+from server.batch.pacing import CALM_TICKS, HOLD_TICKS, Pacer
 from server.batch.runner import BatchRunner
 
 
@@ -25,32 +25,33 @@ class Switch:
         return self.reason
 
 
-def test_the_window_grows_when_used_and_halves_under_pressure() -> None:
+def test_the_window_halves_under_pressure_and_grows_back_when_used() -> None:
     pressure = Switch()
     pacer = Pacer(32, pressure)
+    assert pacer.window == 1
+    pacer.adjust()
+    assert pacer.window == 32  # an idle server: the whole window from the first tick
 
-    def ticks(count: int) -> list[int]:
+    def ticks(count: int, in_use: bool = True) -> list[int]:
         windows = []
         for _ in range(count):
-            pacer.in_flight = pacer.window  # the batch uses its whole window
+            pacer.in_flight = pacer.window if in_use else 0
             pacer.adjust()
             windows.append(pacer.window)
         return windows
 
-    pacer.adjust()
-    assert pacer.window == 1  # nothing in flight: an unused window does not grow
-    assert ticks(6) == [2, 4, 8, 16, 32, 32]  # slow start, up to `most`
     pressure.reason = "live requests wait"
     assert ticks(3) == [16, 8, 4]
     pressure.reason = None
-    assert ticks(3) == [5, 6, 7]  # past pressure: one line a tick, from half where it was
+    held = [4] * (HOLD_TICKS - 1)
+    assert ticks(HOLD_TICKS + 1) == [*held, 5, 6]  # held a while, then one line a tick
+    assert ticks(2, in_use=False) == [6, 6]  # an unused window does not grow
     pressure.reason = "live requests wait"
     assert ticks(5) == [3, 1, 1, 1, 1]  # never less than one: a batch always moves
     pressure.reason = None
-    calm = ticks(CALM_TICKS + 1)
-    assert calm[:3] == [2, 3, 4]
-    # calm long enough: slow start again, up to `most`
-    assert calm[-3:] == [CALM_TICKS, 32, 32]
+    calm = ticks(CALM_TICKS)
+    assert calm[HOLD_TICKS - 1 : HOLD_TICKS + 2] == [2, 3, 4]
+    assert calm[-1] == 32  # calm long enough: all of `most` at once
 
 
 def test_take_waits_for_a_place_in_the_window() -> None:
