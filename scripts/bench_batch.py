@@ -67,6 +67,7 @@ from scripts.loadgen import (  # noqa: E402
     stream_chat,
 )
 from scripts.soak import QUESTIONS  # noqa: E402
+from server.batch.pacing import CALM_TICKS, TICK_S  # noqa: E402
 
 SERVED_NAME = "bench-model"
 # The demo model ends turns with special tokens (ids 0-4) that the detokenizer hides: under
@@ -497,6 +498,9 @@ def live(args: argparse.Namespace) -> None:
                 runs.append({"phase": "live", "repeat": repeat} | alone)
                 mixed = live_with_batch(url, client, args, large.read_bytes(), seed=repeat)
                 runs.append({"phase": "live+batch", "repeat": repeat} | mixed)
+                # "No live traffic": the pacer counts as live traffic anything within its last
+                # CALM_TICKS, and the previous phase's ended only just now.
+                time.sleep(CALM_TICKS * TICK_S + 1)
                 runs.append({"phase": "batch", "repeat": repeat} | batch_alone(client, source))
             output, log = work / "offline.jsonl", args.out / f"offline-{repeat}.log"
             offline_run = measure("kangaroo", setup, source, output, log)
