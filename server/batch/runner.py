@@ -83,6 +83,7 @@ class BatchRunner:
 
     def _forget(self, batch_id: str, _: object) -> None:
         self._running.pop(batch_id, None)
+        self._status.pop(batch_id, None)
 
     async def stop(self) -> None:
         """Start no new line; lines in flight finish, or are run again by whoever resumes."""
