@@ -16,13 +16,7 @@ from server.adapters.registry import AdapterRegistry, Served
 from server.batch.files import FileStore
 from server.batch.jobs import BatchStore
 from server.batch.pacing import KV_CACHE_FULL
-from server.engine.generation import (
-    BATCH_PRIORITY,
-    LIVE_PRIORITY,
-    ChoiceDelta,
-    Engine,
-    SamplingOptions,
-)
+from server.engine.generation import ChoiceDelta, Engine, SamplingOptions
 from server.errors import (
     EngineDeadError,
     EngineNotReadyError,
@@ -124,11 +118,10 @@ class ServerState:
         """Start generating with the base model or an adapter (held until the stream ends)."""
         engine = self.ready_engine()
         ticket.generating(request_id, engine.abort)
-        priority = BATCH_PRIORITY if ticket.batch else LIVE_PRIORITY
         if adapter is None:
-            return engine.generate(request_id, prompt_ids, options, None, priority)
+            return engine.generate(request_id, prompt_ids, options)
         assert self.adapters is not None  # an adapter was resolved by the registry
-        deltas = engine.generate(request_id, prompt_ids, options, adapter.ref, priority)
+        deltas = engine.generate(request_id, prompt_ids, options, adapter.ref)
         return self.adapters.hold(adapter, deltas)
 
     def live_pressure(self) -> str | None:

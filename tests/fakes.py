@@ -47,7 +47,6 @@ class FakeEngine:
         self.delay_s = 0.0  # between words, to let a test act mid-generation
         self.checked: list[SamplingOptions] = []  # options given to `check`
         self.tool_call: tuple[str, str] | None = None  # (name, arguments) to call when offered
-        self.priorities: list[int] = []  # the engine priority of each request, in order
 
     def render_chat(
         self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None
@@ -67,9 +66,7 @@ class FakeEngine:
         prompt_token_ids: list[int],
         options: SamplingOptions,
         adapter: AdapterRef | None = None,
-        priority: int = 0,
     ) -> AsyncIterator[list[ChoiceDelta]]:
-        self.priorities.append(priority)
         tools = options.tools
         if self.tool_call is not None and tools is not None and tools.choice != "none":
             for batch in self._tool_call_deltas(options.n):

@@ -1,8 +1,8 @@
 """How many batch lines this process keeps in the engine: live requests first.
 
-vLLM's priority scheduling orders the engine's waiting queue (batch lines go in at a lower
-priority than live requests) but never stops a running batch line for a waiting live one, and
-every running sequence makes each engine step slower. So the runner feeds the engine itself,
+vLLM's scheduler knows nothing of live and batch (its priority policy stalled a stream of
+ours under aborts, tests/api/test_disconnect.py, so it stays off), and every running sequence
+makes each engine step slower. So the runner feeds the engine itself,
 through a window that follows the live load, the way TCP follows a network (AIMD):
 
 - every `TICK_S` the window halves when live requests are under pressure (what counts as

@@ -51,12 +51,6 @@ class SamplingOptions:
     tools: ToolUse | None = None  # tool calls are parsed out of the text when given
 
 
-# Engine priorities (lower runs first, as in vLLM): a waiting live request is scheduled before
-# any waiting batch line, and a batch line is preempted first when the KV cache runs out.
-LIVE_PRIORITY = 0
-BATCH_PRIORITY = 1
-
-
 @dataclass(frozen=True, slots=True)
 class AdapterRef:
     """A LoRA adapter to generate with.
@@ -149,7 +143,6 @@ class Engine(Protocol):
         prompt_token_ids: list[int],
         options: SamplingOptions,
         adapter: AdapterRef | None = None,
-        priority: int = LIVE_PRIORITY,
     ) -> AsyncIterator[list[ChoiceDelta]]:
         """Stream deltas for every choice until all have finished, with `adapter` if given.
 

@@ -32,7 +32,6 @@ from vllm.v1.structured_output.backend_xgrammar import validate_xgrammar_grammar
 from server.contract import SettingsError
 from server.engine import chat_format
 from server.engine.generation import (
-    LIVE_PRIORITY,
     AdapterRef,
     ChoiceDelta,
     EngineStats,
@@ -114,7 +113,6 @@ class VllmEngine:
             pipeline_parallel_size=settings.pipeline_parallel_size,
             distributed_executor_backend=settings.distributed_executor_backend,
             seed=settings.seed,
-            scheduling_policy="priority",  # batch lines after live requests (BATCH_PRIORITY)
             enforce_eager=settings.enforce_eager,
             enable_lora=settings.enable_lora,
             max_lora_rank=settings.max_lora_rank,
@@ -169,7 +167,6 @@ class VllmEngine:
         prompt_token_ids: list[int],
         options: SamplingOptions,
         adapter: AdapterRef | None = None,
-        priority: int = LIVE_PRIORITY,
     ) -> AsyncIterator[list[ChoiceDelta]]:
         """Stream deltas of every choice until all finish; closing early aborts the request."""
         # vLLM refuses n > 1 with greedy sampling; OpenAI allows it. Greedy choices are all the
@@ -182,7 +179,6 @@ class VllmEngine:
             params,
             request_id,
             lora_request=None if adapter is None else _lora_request(adapter),
-            priority=priority,
         )
         try:
             async for output in stream:

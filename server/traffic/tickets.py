@@ -60,7 +60,7 @@ class Ticket:
         batch: bool,
     ):
         self.caller = caller
-        self.batch = batch  # a batch line: lower engine priority, counted apart in usage
+        self.batch = batch  # a batch line: paced behind live requests, counted apart in usage
         self._awaits_first_token = not batch  # a live request the batch runner waits for
         self.model = model  # the base model's id or the adapter's name (metrics labels)
         self.prompt_tokens = prompt_tokens
