@@ -144,7 +144,6 @@ def _batch_runner(app: FastAPI, state: ServerState, keys: KeyRing) -> BatchRunne
         Pacer(
             min(settings.batch_concurrency, max(1, settings.max_num_seqs // 2)),
             state.live_pressure,
-            state.traffic.live_clear.wait,
         ),
         settings.batch_max_lines,
     )

@@ -11,14 +11,11 @@ through a window that follows the live load, the way TCP follows a network (AIMD
   all; after `CALM_TICKS` without pressure (no live traffic to speak of) it is `most` at once,
   as it is at the first tick on an idle server: a batch there runs at full speed at once;
 - it never drops below one line, so a batch always moves, and never exceeds `most`.
-
-Besides, no new line starts while `clear` says a live request waits for its first token: its
-prefill then shares the engine's steps with no batch prompt.
 """
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
 
@@ -34,15 +31,12 @@ Pressure = Callable[[], str | None]
 class Pacer:
     """The window of batch lines in the engine, adjusted every tick by `pressure`."""
 
-    def __init__(
-        self, most: int, pressure: Pressure, clear: Callable[[], Awaitable[object]] | None = None
-    ):
+    def __init__(self, most: int, pressure: Pressure):
         self.most = most
         self.window = 1  # until the first tick has looked at the live load
         self.in_flight = 0
         self._calm = CALM_TICKS  # ticks since the last pressure
         self._pressure = pressure
-        self._clear = clear
         self._room = asyncio.Event()  # set when a place may have become free
         self._reason: str | None = None
 
@@ -68,15 +62,10 @@ class Pacer:
             self._reason = reason
 
     async def take(self) -> None:
-        """Take a place in the window, waiting until there is one (and until `clear`)."""
-        while True:
-            while self.in_flight >= self.window:
-                self._room.clear()
-                await self._room.wait()
-            if self._clear is not None:
-                await self._clear()
-            if self.in_flight < self.window:
-                break
+        """Take a place in the window, waiting until there is one."""
+        while self.in_flight >= self.window:
+            self._room.clear()
+            await self._room.wait()
         self.in_flight += 1
 
     def give_back(self) -> None:

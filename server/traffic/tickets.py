@@ -61,7 +61,6 @@ class Ticket:
     ):
         self.caller = caller
         self.batch = batch  # a batch line: paced behind live requests, counted apart in usage
-        self._awaits_first_token = not batch  # a live request the batch runner waits for
         self.model = model  # the base model's id or the adapter's name (metrics labels)
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = 0
@@ -123,7 +122,6 @@ class Ticket:
                     ttft.observe(now - self.arrived)
                     if not self.batch:
                         self._traffic.live_latency.add(now - self.arrived)
-                    self._answered()
                 else:
                     itl.observe(now - self._last_output_at)
                 self._last_output_at = now
@@ -151,7 +149,6 @@ class Ticket:
             return
         self._closed = True
         self._deadline.cancel()
-        self._answered()
         traffic = self._traffic
         traffic.forget(self)
         now = time.monotonic()
@@ -166,12 +163,6 @@ class Ticket:
         self.admitted_at = time.monotonic()
         self._waiting = None
         self._traffic.metrics.queue_time.labels(self.model).observe(self.admitted_at - self.arrived)
-
-    def _answered(self) -> None:
-        """A live request got its first token, or ended without one."""
-        if self._awaits_first_token:
-            self._awaits_first_token = False
-            self._traffic.live_answered()
 
     def _expire(self) -> None:
         self.stop(deadline_error(self._timeout_s))
@@ -191,11 +182,6 @@ class Traffic:
         self.usage = usage
         self.tickets: set[Ticket] = set()  # open tickets, for a drain
         self.live_latency = LiveLatency()
-        # Set while no live request waits for its first token: the batch runner starts no new
-        # line meanwhile, so that no batch prompt is prefilled in the steps a live one needs.
-        self.live_clear = asyncio.Event()
-        self.live_clear.set()
-        self._awaiting_first_token = 0
         self.idle = asyncio.Event()  # set while no ticket is open
         self.idle.set()
         self._timeout_s = settings.request_timeout_s
@@ -225,9 +211,6 @@ class Traffic:
         ticket = Ticket(
             self, caller, model, prompt_tokens, places, reservation, arrived, timeout_s, batch
         )
-        if not batch:
-            self._awaiting_first_token += 1
-            self.live_clear.clear()
         request.state.ticket = ticket  # closed by the request log when the response has ended
         self.tickets.add(ticket)
         self.idle.clear()
@@ -254,12 +237,6 @@ class Traffic:
         self.metrics.prompt_tokens.labels(key_id, model, mode).inc(ticket.prompt_tokens)
         self.metrics.completion_tokens.labels(key_id, model, mode).inc(ticket.completion_tokens)
         self.metrics.e2e.labels(model).observe(duration_s)
-
-    def live_answered(self) -> None:
-        """A live request stopped waiting for its first token."""
-        self._awaiting_first_token -= 1
-        if not self._awaiting_first_token:
-            self.live_clear.set()
 
     def live_in_flight(self) -> bool:
         """Whether a live request (not a batch line) is open."""

@@ -110,24 +110,3 @@ def test_the_runner_keeps_its_lines_within_the_window(tmp_path: Path) -> None:
 
     assert asyncio.run(run()) == "completed"
     assert most == 1
-
-
-def test_no_line_starts_while_a_live_request_waits_for_its_first_token() -> None:
-    async def scenario() -> list[str]:
-        clear = asyncio.Event()
-        pacer = Pacer(4, lambda: None, clear.wait)
-        pacer.window = 4
-        events: list[str] = []
-
-        async def line() -> None:
-            await pacer.take()
-            events.append("line started")
-
-        starting = asyncio.create_task(line())
-        await asyncio.sleep(0)
-        events.append("live request answered")
-        clear.set()
-        await starting
-        return events
-
-    assert asyncio.run(scenario()) == ["live request answered", "line started"]

@@ -263,20 +263,3 @@ def test_one_request_log_line_per_request_without_the_key(caplog) -> None:
     assert {"prompt_tokens", "ttft_ms", "queue_ms", "duration_ms"} <= set(chat)
     assert lines[1]["error"] == "invalid_api_key"
     assert "user-key" not in caplog.text
-
-
-def test_a_live_request_holds_new_batch_lines_until_its_first_token() -> None:
-    with fake_client(_slow(1.0)) as client:
-        traffic = _state(client).traffic
-        assert traffic.live_clear.is_set()
-        with ThreadPoolExecutor(1) as pool:
-            reply = pool.submit(client.post, "/v1/chat/completions", json=HI | {"max_tokens": 1})
-            deadline = time.monotonic() + 10
-            while traffic.live_clear.is_set():  # until the request arrives (its first word
-                assert time.monotonic() < deadline  # comes a second later)
-                time.sleep(0.01)
-            assert reply.result().status_code == 200
-        assert traffic.live_clear.is_set()
-        least = traffic.live_latency.least()
-        assert least is not None
-        assert least >= 1.0  # timed from arrival to the first token
