@@ -22,9 +22,15 @@ def _assert_scheduler_idle(server: RunningServer) -> None:
 
 
 async def test_dropped_streams_are_aborted(server: RunningServer) -> None:
-    async def open_and_drop(client: httpx.AsyncClient) -> int:
+    async def open_and_drop() -> int:
+        # A client (a connection pool) per stream: httpcore 1.0.9's pool may close a connection
+        # already handed to another waiting request when many of its streams close at once,
+        # and that request then hangs until its read timeout (encode/httpcore#1110).
         body = LONG | {"stream": True}
-        async with client.stream("POST", "/v1/chat/completions", json=body) as r:
+        async with (
+            httpx.AsyncClient(base_url=server.url, timeout=60) as client,
+            client.stream("POST", "/v1/chat/completions", json=body) as r,
+        ):
             seen = 0
             async for line in r.aiter_lines():
                 seen += line.startswith("data: ")
@@ -32,8 +38,7 @@ async def test_dropped_streams_are_aborted(server: RunningServer) -> None:
                     return seen  # leaving the block closes the connection mid-stream
         raise AssertionError("stream ended before it was dropped")
 
-    async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
-        assert await asyncio.gather(*(open_and_drop(client) for _ in range(20))) == [5] * 20
+    assert await asyncio.gather(*(open_and_drop() for _ in range(20))) == [5] * 20
     # 20 × 1,500 tokens would take the CPU engine well over a minute; an abort takes moments.
     server.wait_engine_idle(within_s=10)
     _assert_scheduler_idle(server)
