@@ -20,6 +20,7 @@ from server.api.routes import (
     metrics,
     models,
     playground,
+    responses,
     usage,
 )
 from server.batch.pacing import Pacer
@@ -65,6 +66,7 @@ def create_app(
         finally:
             if runner is not None:
                 await runner.stop()
+            await state.runs.stop_all()
             for task in reversed(lives):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -114,6 +116,7 @@ def create_app(
         models,
         files,
         batches,
+        responses,
         adapters,
         usage,
         metrics,

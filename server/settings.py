@@ -189,7 +189,7 @@ class Settings(LayeredSettings):
     )
     data_dir: Path = Field(
         default_factory=_default_data_dir,
-        description="Folder of durable state: uploaded files (SQLite and the files' bytes).",
+        description="Folder of durable state: files, batches and stored responses (SQLite, files).",
     )
     batch_max_lines: int = Field(50_000, ge=1, description="Most requests in one batch.")
     batch_max_open: int = Field(
@@ -204,6 +204,21 @@ class Settings(LayeredSettings):
     )
     file_max_mib: int = Field(
         200, ge=1, description="Largest file accepted by POST /v1/files, in MiB."
+    )
+    responses_retention_s: float = Field(
+        30 * 24 * 3600,
+        gt=0,
+        description="How long a stored response (object, input, every stream event) is kept.",
+    )
+    responses_max_stored: int = Field(
+        100_000, ge=1, description="Most responses kept on disk; beyond, the oldest go first."
+    )
+    stream_resume_grace_s: float = Field(
+        60,
+        ge=0,
+        description="How long a resumable stream whose client dropped goes on generating, "
+        "waiting for the client to come back, before it is cancelled (background responses "
+        "never wait for anyone).",
     )
 
     # Admission and deadlines

@@ -24,6 +24,8 @@ from server.errors import (
     ShuttingDownError,
 )
 from server.observability.metrics import Load, Metrics
+from server.responses.runs import Runs
+from server.responses.store import ResponseStore
 from server.settings import Settings
 from server.traffic.tickets import Ticket, Traffic
 from server.traffic.usage import UsageStore
@@ -59,6 +61,8 @@ class ServerState:
     traffic: Traffic = field(init=False)
     files: FileStore = field(init=False)
     batches: BatchStore = field(init=False)
+    responses: ResponseStore = field(init=False)
+    runs: Runs = field(default_factory=Runs)
     draining: bool = False
     engine_dead: bool = False
     engine_starting: bool = False  # the model is loading in a worker thread
@@ -68,6 +72,11 @@ class ServerState:
         self.traffic = Traffic(self.settings, self.metrics, UsageStore(self.settings.usage_db))
         self.files = FileStore(self.settings.data_dir, self.settings.file_max_mib * 2**20)
         self.batches = BatchStore(self.settings.data_dir)
+        self.responses = ResponseStore(
+            self.settings.data_dir,
+            self.settings.responses_retention_s,
+            self.settings.responses_max_stored,
+        )
         self.metrics.watch(self.load)
         if self.settings.adapter_dir is not None:
             self.adapters = AdapterRegistry(
@@ -199,6 +208,7 @@ class ServerState:
         self.traffic.usage.close()
         self.files.close()
         self.batches.close()
+        self.responses.close()
 
     async def _start_engine(self) -> None:
         self.engine_starting = True

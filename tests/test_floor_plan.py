@@ -20,6 +20,7 @@ _FEATURES = _STRUCTURED | {
     "server.adapters",
     "server.traffic",
     "server.batch",
+    "server.responses",
 }
 _OFFLINE = _FEATURES | {"finetune", "server.state", "server.drain", "server.api", "server.app"}
 # What each part of the tree may import besides itself (README, "Code map").
@@ -31,6 +32,7 @@ ALLOWED: dict[str, set[str]] = {
     "server.engine": _BASE,
     "server.structured": _ENGINE,
     "server.batch": _BASE,
+    "server.responses": _BASE | {"server.batch"},
     "server.observability": _ENGINE,
     "server.adapters": _ENGINE | {"server.observability"},
     "server.traffic": _ENGINE | {"server.observability"},

@@ -466,6 +466,75 @@ DEADLINE_HEADERS = {
     ]
 }
 # The errors every generation route may answer (beyond those `install_openapi` adds).
+# Responses
+
+
+class ResponseObject(_Doc):
+    """A response (OpenAI's Responses API object); output items and usage as OpenAI's."""
+
+    id: str
+    object: Literal["response"]
+    created_at: int
+    completed_at: int | None = None
+    status: Literal["queued", "in_progress", "completed", "incomplete", "failed", "cancelled"]
+    background: bool
+    model: str
+    output: list[dict[str, Any]]
+    instructions: str | None
+    max_output_tokens: int | None
+    previous_response_id: str | None
+    temperature: float
+    top_p: float
+    tools: list[dict[str, Any]]
+    tool_choice: str | dict[str, Any]
+    parallel_tool_calls: bool
+    text: dict[str, Any]
+    truncation: Literal["disabled", "auto"]
+    metadata: dict[str, str]
+    store: bool
+    user: str | None
+    service_tier: str
+    usage: dict[str, Any] | None
+    error: dict[str, Any] | None
+    incomplete_details: dict[str, Any] | None
+
+
+class ResponseStreamEvent(_Doc):
+    """One event of a response's stream (`event:` is its type): `response.created`, ...,
+    exactly one terminal `response.completed` / `.incomplete` / `.failed` / `.cancelled`."""
+
+    type: str
+    sequence_number: int
+    response: ResponseObject | None = None
+    output_index: int | None = None
+    item: dict[str, Any] | None = None
+    item_id: str | None = None
+    content_index: int | None = None
+    part: dict[str, Any] | None = None
+    delta: str | None = None
+    text: str | None = None
+    arguments: str | None = None
+    logprobs: list[Any] | None = None
+
+
+class ResponseDeleted(_Doc):
+    """The answer to DELETE /v1/responses/{id}."""
+
+    id: str
+    object: Literal["response"]
+    deleted: Literal[True]
+
+
+class InputItemList(_Doc):
+    """A page of a response's input items; `after` = `last_id` fetches the next one."""
+
+    object: Literal["list"]
+    data: list[dict[str, Any]]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
 GENERATION_ERRORS = (400, 404, 408, 413, 429, 503)
 
 

@@ -66,7 +66,7 @@ def _output_budget(
     prompt_param: str,
 ) -> int:
     if prompt_len >= max_model_len:
-        raise InvalidRequestError(
+        raise _too_long(
             f"This model's maximum context length is {max_model_len} tokens, but the prompt "
             f"has {prompt_len} tokens, leaving no room for output.",
             prompt_param,
@@ -74,7 +74,7 @@ def _output_budget(
     if output_limit is None:
         return max_model_len - prompt_len
     if prompt_len + output_limit > max_model_len:
-        raise InvalidRequestError(
+        raise _too_long(
             f"This model's maximum context length is {max_model_len} tokens. The prompt has "
             f"{prompt_len} tokens and '{limit_param}' asks for {output_limit}, "
             f"{prompt_len + output_limit} in all. Lower '{limit_param}' to at most "
@@ -82,6 +82,12 @@ def _output_budget(
             limit_param,
         )
     return output_limit
+
+
+def _too_long(message: str, param: str) -> InvalidRequestError:
+    error = InvalidRequestError(message, param)
+    error.code = "context_length_exceeded"  # OpenAI's code; the Responses API truncates on it
+    return error
 
 
 def _stop_strings(stop: str | list[str] | None) -> tuple[str, ...]:

@@ -10,7 +10,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 
-from sse_starlette import EventSourceResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from server.errors import APIError, api_error_body, error_body
 
@@ -20,6 +20,22 @@ logger = logging.getLogger(__name__)
 def sse_response(chunks: AsyncIterator[str], heartbeat_s: float) -> EventSourceResponse:
     """Stream JSON strings as SSE events, with heartbeats every `heartbeat_s` (0 = none)."""
     return EventSourceResponse(_framed(chunks), ping=heartbeat_s, sep="\n")
+
+
+def sse_named_events(
+    events: AsyncIterator[tuple[str, str]], heartbeat_s: float
+) -> EventSourceResponse:
+    """Stream (type, JSON) pairs as `event:` + `data:` SSE events, as the Responses API does:
+    no `[DONE]`, the stream's last event is the terminal one; no `id:` lines."""
+    return EventSourceResponse(_named(events), ping=heartbeat_s, sep="\n")
+
+
+async def _named(events: AsyncIterator[tuple[str, str]]) -> AsyncIterator[ServerSentEvent]:
+    try:
+        async for kind, data in events:
+            yield ServerSentEvent(data, event=kind, sep="\n")
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]  # at once, not when collected
 
 
 async def _framed(chunks: AsyncIterator[str]) -> AsyncIterator[str]:

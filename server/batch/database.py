@@ -1,5 +1,6 @@
-"""The batch package's SQLite database (`data_dir/batch.sqlite3`), shared by the file store and
-the batch store: one connection per store, WAL mode so that several processes can share it."""
+"""A SQLite database under `data_dir` (the batch package's `batch.sqlite3`, shared by the file
+and batch stores; the response store's `responses.sqlite3`): one connection per store, WAL mode
+so that several processes can share it."""
 
 import sqlite3
 import threading
@@ -9,12 +10,12 @@ from pathlib import Path
 
 
 class Database:
-    """One connection to `root/batch.sqlite3` with `schema` applied; safe from many threads."""
+    """One connection to `root/filename` with `schema` applied; safe from many threads."""
 
-    def __init__(self, root: Path, schema: str):
+    def __init__(self, root: Path, schema: str, filename: str = "batch.sqlite3"):
         root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(root / "batch.sqlite3", check_same_thread=False)
+        self._db = sqlite3.connect(root / filename, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(schema)
 

@@ -8,6 +8,7 @@ the answer to it token by token.
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -28,6 +29,7 @@ from server.api.structured import check_tool_messages, structure
 from server.engine.generation import ChoiceDelta
 from server.observability.request_id import new_id
 from server.state import State
+from server.traffic.tickets import Ticket
 
 router = APIRouter()
 
@@ -42,6 +44,33 @@ async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, state: State
 ) -> dict[str, Any] | Response:
     """Generate a chat reply, streamed as SSE chunks or returned whole."""
+    started = await start_chat(body, request, state)
+    if started is None:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+    # 5. Stream, or collect the whole reply (stopping if the client leaves).
+    if body.stream:
+        chunks = stream_chunks(started)
+        return sse_response(chunks, state.settings.sse_heartbeat_s)
+    whole = await unless_disconnected(request, collect(started))
+    return whole if whole is not None else Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
+@dataclass
+class ChatGeneration:
+    """A chat request admitted to the engine: its reply, its deltas and its choices."""
+
+    reply: Reply
+    deltas: AsyncIterator[list[ChoiceDelta]]
+    choices: list[ChatChoice]
+    ticket: Ticket
+
+
+async def start_chat(
+    body: ChatCompletionRequest, request: Request, state: State, *, prompt_param: str = "messages"
+) -> ChatGeneration | None:
+    """Validate, build the prompt, admit and start the engine request; None if the client left
+    while waiting for admission. The Responses API starts its generations here too."""
     # 1. Validate: fields the schema cannot check (schemas, tools, tool results), the engine,
     # the model (base or adapter).
     body.validate_semantics()
@@ -65,7 +94,7 @@ async def create_chat_completion(
         output_limit=body.output_limit,
         num_logprobs=body.num_logprobs,
         limit_param="max_completion_tokens" if body.max_completion_tokens else "max_tokens",
-        prompt_param="messages",
+        prompt_param=prompt_param,
         constraint=constraint,
         tools=tools,
     )
@@ -84,7 +113,7 @@ async def create_chat_completion(
         ),
     )
     if ticket is None:
-        return Response(status_code=CLIENT_CLOSED_REQUEST)
+        return None
 
     # 4. Engine: one request with n choices, watched by the ticket (deadline, counts).
     reply = Reply(
@@ -103,18 +132,12 @@ async def create_chat_completion(
         )
         for _ in range(body.n)
     ]
-
-    # 5. Stream, or collect the whole reply (stopping if the client leaves).
-    if body.stream:
-        chunks = _stream_chunks(deltas, reply, choices)
-        return sse_response(chunks, state.settings.sse_heartbeat_s)
-    whole = await unless_disconnected(request, _collect(deltas, reply, choices))
-    return whole if whole is not None else Response(status_code=CLIENT_CLOSED_REQUEST)
+    return ChatGeneration(reply, deltas, choices, ticket)
 
 
-async def _stream_chunks(
-    deltas: AsyncIterator[list[ChoiceDelta]], reply: Reply, choices: list[ChatChoice]
-) -> AsyncIterator[str]:
+async def stream_chunks(started: ChatGeneration) -> AsyncIterator[str]:
+    """The reply as OpenAI's chunks (JSON strings), in order."""
+    deltas, reply, choices = started.deltas, started.reply, started.choices
     for index in range(len(choices)):
         role = {
             "index": index,
@@ -159,9 +182,9 @@ async def _stream_chunks(
         yield reply.usage_chunk(completion_tokens)
 
 
-async def _collect(
-    deltas: AsyncIterator[list[ChoiceDelta]], reply: Reply, choices: list[ChatChoice]
-) -> dict[str, Any]:
+async def collect(started: ChatGeneration) -> dict[str, Any]:
+    """The whole reply as OpenAI's chat.completion object."""
+    deltas, reply, choices = started.deltas, started.reply, started.choices
     totals = ChoiceTotals(len(choices))
     async for batch in deltas:
         for delta in batch:

@@ -1,6 +1,6 @@
 """Tool calling and structured outputs through the clients agent frameworks run on: LangChain,
-the OpenAI Agents SDK (its chat-completions model) and Vercel's AI SDK (driven by node), each
-against the real engine and the demo model's weather tool."""
+the OpenAI Agents SDK (its chat-completions model and its default, Responses, one) and Vercel's
+AI SDK (driven by node), each against the real engine and the demo model's weather tool."""
 
 import json
 import subprocess
@@ -11,6 +11,7 @@ from agents import (
     Agent,
     ModelSettings,
     OpenAIChatCompletionsModel,
+    OpenAIResponsesModel,
     Runner,
     function_tool,
     set_tracing_disabled,
@@ -60,7 +61,8 @@ def test_langchain_structured_output(server: RunningServer, method: str) -> None
     assert isinstance(answer, Weather)
 
 
-async def test_the_agents_sdk_runs_a_tool_loop(server: RunningServer) -> None:
+@pytest.mark.parametrize("model_class", [OpenAIChatCompletionsModel, OpenAIResponsesModel])
+async def test_the_agents_sdk_runs_a_tool_loop(server: RunningServer, model_class: type) -> None:
     set_tracing_disabled(True)  # nothing leaves the machine
     cities: list[str] = []
 
@@ -74,7 +76,7 @@ async def test_the_agents_sdk_runs_a_tool_loop(server: RunningServer) -> None:
     agent = Agent(
         name="weather",
         tools=[get_weather],
-        model=OpenAIChatCompletionsModel(model=MODEL, openai_client=client),
+        model=model_class(model=MODEL, openai_client=client),
         model_settings=ModelSettings(temperature=0, max_tokens=60),
     )
     result = await Runner.run(agent, QUESTION, max_turns=3)
