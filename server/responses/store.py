@@ -9,6 +9,7 @@ process (a crash, a SIGKILL): readers see it failed, with a terminal event, neve
 
 import json
 import secrets
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ CREATE TABLE IF NOT EXISTS responses (
     conversation TEXT,                -- chat messages up to and with the answer, once ended
     cancel_asked INTEGER NOT NULL DEFAULT 0  -- a cancel asked of another process
 );
+CREATE INDEX IF NOT EXISTS responses_created ON responses (created_at);
 CREATE TABLE IF NOT EXISTS response_events (
     response_id TEXT NOT NULL,
     seq         INTEGER NOT NULL,
@@ -73,7 +75,8 @@ class ResponseStore:
         self.max_stored = max_stored
 
     def create(self, owner: str, response: dict[str, Any], items: list[dict[str, Any]]) -> None:
-        """Store a new response (in progress: claimed by this process)."""
+        """Store a new response (in progress: claimed by this process); the expired ones and
+        the oldest over the limit go in the same transaction."""
         now = time.time()
         with self._db.transaction() as db:
             db.execute(
@@ -88,6 +91,7 @@ class ResponseStore:
                     json.dumps(items),
                 ),
             )
+            self._purge(db, now)
 
     def get(self, response_id: str, owner: str | None) -> StoredResponse:
         """The response; 404 if there is none or it is another key's (`owner` None: any)."""
@@ -158,22 +162,18 @@ class ResponseStore:
             db.execute("DELETE FROM responses WHERE id = ?", (response_id,))
             db.execute("DELETE FROM response_events WHERE response_id = ?", (response_id,))
 
-    def purge(self) -> int:
-        """Remove responses past their retention time, then the oldest over the limit."""
-        cutoff = time.time() - self.retention_s
-        with self._db.transaction() as db:
-            old = [
-                row[0]
-                for row in db.execute(
-                    "SELECT id FROM responses WHERE created_at < ? OR seq <= "
-                    "(SELECT MAX(seq) FROM responses) - ?",
-                    (cutoff, self.max_stored),
-                )
-            ]
-            for response_id in old:
-                db.execute("DELETE FROM responses WHERE id = ?", (response_id,))
-                db.execute("DELETE FROM response_events WHERE response_id = ?", (response_id,))
-        return len(old)
+    def _purge(self, db: sqlite3.Connection, now: float) -> None:
+        old = [
+            row[0]
+            for row in db.execute(
+                "SELECT id FROM responses WHERE created_at < ? OR seq <= "
+                "(SELECT MAX(seq) FROM responses) - ?",
+                (now - self.retention_s, self.max_stored),
+            )
+        ]
+        for response_id in old:
+            db.execute("DELETE FROM responses WHERE id = ?", (response_id,))
+            db.execute("DELETE FROM response_events WHERE response_id = ?", (response_id,))
 
     def close(self) -> None:
         """Close the database."""

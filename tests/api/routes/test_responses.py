@@ -249,6 +249,25 @@ def test_a_key_sees_only_its_own_responses(http: TestClient) -> None:
     assert _client(http, "admin-key").responses.retrieve(made.id).id == made.id
 
 
+def test_the_store_keeps_at_most_responses_max_stored(engine: FakeEngine) -> None:
+    with fake_client(engine, responses_max_stored=2) as http:
+        client = _client(http, "anyone")
+        made = [client.responses.create(model="fake", input="Hi").id for _ in range(3)]
+        with pytest.raises(openai.NotFoundError):
+            client.responses.retrieve(made[0])  # the oldest went
+        assert [client.responses.retrieve(rid).id for rid in made[1:]] == made[1:]
+
+
+def test_responses_past_their_retention_time_are_removed(engine: FakeEngine) -> None:
+    with fake_client(engine, responses_retention_s=0.2) as http:
+        client = _client(http, "anyone")
+        old = client.responses.create(model="fake", input="Hi").id
+        time.sleep(0.3)  # past the retention time, whatever the machine's speed
+        client.responses.create(model="fake", input="Hi")
+        with pytest.raises(openai.NotFoundError):
+            client.responses.retrieve(old)
+
+
 def test_store_false_keeps_nothing(http: TestClient) -> None:
     client = _client(http)
     made = client.responses.create(model="fake", input="Hi", store=False)
