@@ -517,6 +517,14 @@ class ResponseStreamEvent(_Doc):
     logprobs: list[Any] | None = None
 
 
+class StreamStatus(_Doc):
+    """How a resumable chat stream ended, once its cancel has taken effect."""
+
+    id: str
+    object: Literal["chat.completion.stream"]
+    status: Literal["completed", "cancelled", "failed"]
+
+
 class ResponseDeleted(_Doc):
     """The answer to DELETE /v1/responses/{id}."""
 

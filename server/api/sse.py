@@ -9,6 +9,7 @@ when the client goes away, cancels the generator, which aborts the engine reques
 import json
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
@@ -23,16 +24,47 @@ def sse_response(chunks: AsyncIterator[str], heartbeat_s: float) -> EventSourceR
 
 
 def sse_named_events(
-    events: AsyncIterator[tuple[str, str]], heartbeat_s: float
+    events: AsyncIterator[tuple[int, str, str]], heartbeat_s: float
 ) -> EventSourceResponse:
-    """Stream (type, JSON) pairs as `event:` + `data:` SSE events, as the Responses API does:
+    """Stream (sequence number, type, JSON) as `event:` + `data:` SSE events, as the Responses
+    API does (the sequence number is in the JSON):
     no `[DONE]`, the stream's last event is the terminal one; no `id:` lines."""
     return EventSourceResponse(_named(events), ping=heartbeat_s, sep="\n")
 
 
-async def _named(events: AsyncIterator[tuple[str, str]]) -> AsyncIterator[ServerSentEvent]:
+def sse_resumable(
+    events: AsyncIterator[tuple[int, str, str]], heartbeat_s: float
+) -> EventSourceResponse:
+    """Stream (sequence number, type, data) as `id:` + `data:`, for `Last-Event-ID` resumes.
+
+    A heartbeat here is a comment line with no blank line after it: with `id:` lines on the
+    stream, a comment ended by a blank line makes the OpenAI SDKs' SSE decoders (Python, Go)
+    dispatch an empty event that carries the last id, and then fail to parse it as JSON.
+    """
+    return EventSourceResponse(
+        _with_ids(events), ping=heartbeat_s, sep="\n", ping_message_factory=_bare_ping
+    )
+
+
+def _bare_ping() -> Any:
+    return b": ping\n"
+
+
+async def _with_ids(
+    events: AsyncIterator[tuple[int, str, str]],
+) -> AsyncIterator[ServerSentEvent]:
     try:
-        async for kind, data in events:
+        async for seq, _, data in events:
+            yield ServerSentEvent(data, id=str(seq), sep="\n")
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+
+
+async def _named(
+    events: AsyncIterator[tuple[int, str, str]],
+) -> AsyncIterator[ServerSentEvent]:
+    try:
+        async for _, kind, data in events:
             yield ServerSentEvent(data, event=kind, sep="\n")
     finally:
         await events.aclose()  # type: ignore[attr-defined]  # at once, not when collected

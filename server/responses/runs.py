@@ -33,13 +33,15 @@ class Run:
     def __init__(
         self,
         response: dict[str, Any],
+        owner: str,
         store: ResponseStore | None,
         grace_s: float,
-        background: bool,
+        background: bool = False,
     ):
-        self.response = response  # the live response object
+        self.response = response  # the live response object (a resumable chat stream: its id)
+        self.owner = owner
         self.stored = store is not None
-        self.events: list[tuple[int, str, str]] = []  # (sequence number, type, JSON)
+        self.events: list[tuple[int, str, str]] = []  # (sequence number, type, data)
         self.ended = asyncio.Event()
         self.cancel_requested = False
         self._store = store
@@ -56,15 +58,22 @@ class Run:
 
     def add(self, events: list[Event]) -> None:
         """Append events (serialized now: they refer to the live response) and wake followers."""
-        self._append(events)
+        self._append(entries(events))
         self._publish()
 
-    async def close(self, events: list[Event], conversation: list[dict[str, Any]] | None) -> None:
+    def add_data(self, kind: str, data: str) -> None:
+        """Append one event already serialized (a chat chunk) and wake followers."""
+        self._append([(kind, data)])
+        self._publish()
+
+    async def close(
+        self, closing: list[tuple[str, str]], conversation: list[dict[str, Any]] | None = None
+    ) -> None:
         """Append the closing events, store them with the final response and the conversation
         it ends, and only then let followers see the end: a client that saw the last event
         can at once continue the conversation or read the response from any process."""
         self._closing = True
-        self._append(events)
+        self._append(closing)
         await self.save(force=True)
         if self._store is not None:
             await asyncio.to_thread(self._store.end, self.response, conversation)
@@ -73,9 +82,9 @@ class Run:
         if self._keeper is not None:
             self._keeper.cancel()
 
-    def _append(self, events: list[Event]) -> None:
-        for event in events:
-            self.events.append((event["sequence_number"], event["type"], json.dumps(event)))
+    def _append(self, new: list[tuple[str, str]]) -> None:
+        for kind, data in new:
+            self.events.append((len(self.events), kind, data))
 
     def _publish(self) -> None:
         self._visible = len(self.events)
@@ -118,16 +127,15 @@ class Run:
         if self._task is not None and not self._closing:
             self._task.cancel()
 
-    async def follow(self, after: int) -> AsyncIterator[tuple[str, str]]:
-        """(type, JSON) of each event after sequence number `after`, live until the last."""
+    async def follow(self, after: int) -> AsyncIterator[tuple[int, str, str]]:
+        """(sequence number, type, data) of each event after `after`, live until the last."""
         with self.watched():
             position = max(after + 1, 0)
             while True:
                 changed = self._changed
                 while position < self._visible:
-                    _, kind, data = self.events[position]
+                    yield self.events[position]
                     position += 1
-                    yield kind, data
                 if self.ended.is_set() and position >= self._visible:
                     return
                 await changed.wait()
@@ -156,6 +164,11 @@ class Run:
         self._grace = None
         if self._followers == 0:
             self.cancel()
+
+
+def entries(events: list[Event]) -> list[tuple[str, str]]:
+    """(type, JSON) of Responses API events, numbered from 0 in order by their builder."""
+    return [(event["type"], json.dumps(event)) for event in events]
 
 
 class Runs:

@@ -33,7 +33,7 @@ def test_every_operation_documents_its_body_and_its_errors_and_no_422(keyed) -> 
     document = keyed.get("/openapi.json", headers=KEY).json()
     assert "HTTPValidationError" not in document["components"]["schemas"]
     found = list(_operations(document))
-    assert len(found) == 28
+    assert len(found) == 30
     for path, method, operation in found:
         statuses = operation["responses"]
         assert "422" not in statuses, (method, path)

@@ -1,6 +1,7 @@
 """A batch on the real engine survives its server draining (SIGTERM: the lines in flight finish
 and are written) and being SIGKILLed: each restarted server resumes it, and every line ends in
-the output exactly once."""
+the output exactly once. A stored response survives the kill too: its object, its input, its
+events, and its conversation, which goes on."""
 
 import io
 import json
@@ -49,6 +50,7 @@ def test_a_batch_survives_a_drain_and_a_kill_and_runs_each_line_once(tmp_path: P
 
     with running_server(tmp_path, args) as second:
         client = openai.OpenAI(base_url=f"{second.url}/v1", api_key="unused", max_retries=0)
+        stored = client.responses.create(model=MODEL, input="Hi", temperature=0)
         while client.batches.retrieve(batch.id).request_counts.completed < len(written) + 2:
             time.sleep(0.05)
         # The machine dies: the server and its engine processes, with no chance to clean up.
@@ -71,3 +73,14 @@ def test_a_batch_survives_a_drain_and_a_kill_and_runs_each_line_once(tmp_path: P
             "failed": 0,
         }
         assert resumed.error_file_id is None
+        assert client.responses.retrieve(stored.id).model_dump() == stored.model_dump()
+        events = list(client.responses.retrieve(stored.id, stream=True))
+        assert events[-1].type == "response.completed"
+        assert [e.sequence_number for e in events] == list(range(len(events)))
+        assert len(client.responses.input_items.list(stored.id).data) == 1
+        follow_up = client.responses.create(
+            model=MODEL, input="Hi", temperature=0, previous_response_id=stored.id
+        )
+        assert follow_up.usage is not None
+        assert stored.usage is not None
+        assert follow_up.usage.input_tokens > stored.usage.input_tokens + stored.usage.output_tokens

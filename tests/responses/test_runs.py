@@ -4,11 +4,11 @@ foreground one while a follower is there or comes back within the grace time."""
 import asyncio
 from typing import Any
 
-from server.responses.runs import Run
+from server.responses.runs import Run, entries
 
 
 def _run(grace_s: float, background: bool = False) -> Run:
-    return Run({"id": "resp_x", "status": "in_progress"}, None, grace_s, background)
+    return Run({"id": "resp_x", "status": "in_progress"}, "key", None, grace_s, background)
 
 
 def _event(seq: int, kind: str = "response.output_text.delta") -> dict[str, Any]:
@@ -23,7 +23,7 @@ async def _generate(run: Run, release: asyncio.Event) -> None:
         closing = [_event(2, "response.completed")]
     except asyncio.CancelledError:
         closing = [_event(2, "response.cancelled")]
-    await run.close(closing, None)
+    await run.close(entries(closing))
 
 
 async def _last_type(run: Run) -> str:
@@ -35,7 +35,7 @@ async def test_a_foreground_run_whose_follower_left_is_cancelled_after_the_grace
     run, release = _run(grace_s=0.01), asyncio.Event()
     run.start(_generate(run, release))
     follower = run.follow(-1)
-    assert [kind async for kind, _ in _take(follower, 2)] == [
+    assert [kind async for _, kind, _ in _take(follower, 2)] == [
         "response.created",
         "response.output_text.delta",
     ]
@@ -51,7 +51,7 @@ async def test_a_follower_that_comes_back_in_time_keeps_the_run() -> None:
     await first.aclose()
     second = run.follow(0)  # resumes after sequence number 0
     release.set()
-    assert [kind async for kind, _ in second] == [
+    assert [kind async for _, kind, _ in second] == [
         "response.output_text.delta",
         "response.completed",
     ]

@@ -3,15 +3,22 @@
 With `tools`, the engine parses calls out of the model's text and the reply carries them as
 `tool_calls`; with a JSON `response_format` (or vLLM's `structured_outputs`) the engine holds
 the answer to it token by token.
+
+With `X-Resumable: true` a stream runs apart from the HTTP exchange: each event carries an `id:`
+(its sequence number); a client whose connection dropped gets the rest from
+GET /v1/chat/completions/{id}/stream with `Last-Event-ID`, and stops it with
+POST /v1/chat/completions/{id}/cancel. Without it, a disconnect aborts the generation at once.
 """
 
 import asyncio
 import dataclasses
+import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Header, Request, Response
 
 from server.api.disconnect import unless_disconnected
 from server.api.openapi import (
@@ -19,19 +26,32 @@ from server.api.openapi import (
     GENERATION_ERRORS,
     ChatCompletion,
     ChatCompletionChunk,
+    StreamStatus,
     responses,
 )
 from server.api.protocol import ChatCompletionRequest
 from server.api.replies import CLIENT_CLOSED_REQUEST, ChatChoice, ChoiceTotals, Reply
 from server.api.sampling import sampling_options
-from server.api.sse import sse_response
+from server.api.sse import sse_response, sse_resumable
 from server.api.structured import check_tool_messages, structure
 from server.engine.generation import ChoiceDelta
+from server.errors import (
+    APIError,
+    InvalidRequestError,
+    NotFoundError,
+    api_error_body,
+    error_body,
+)
 from server.observability.request_id import new_id
-from server.state import State
+from server.responses.runs import Run
+from server.state import ServerState, State
+from server.traffic.auth import owner_id, visible_owner
 from server.traffic.tickets import Ticket
 
+logger = logging.getLogger(__name__)
 router = APIRouter()
+
+RESUMABLE_HEADER = "x-resumable"  # "true": the stream survives a dropped connection
 
 
 @router.post(
@@ -44,16 +64,55 @@ async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, state: State
 ) -> dict[str, Any] | Response:
     """Generate a chat reply, streamed as SSE chunks or returned whole."""
+    resumable = _asks_resumable(request, body)
     started = await start_chat(body, request, state)
     if started is None:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
 
-    # 5. Stream, or collect the whole reply (stopping if the client leaves).
+    # 5. Stream (apart from this exchange if asked to: resumable), or collect the whole reply
+    # (stopping if the client leaves).
+    if resumable:
+        return _resumable_stream(started, request, state)
     if body.stream:
         chunks = stream_chunks(started)
         return sse_response(chunks, state.settings.sse_heartbeat_s)
     whole = await unless_disconnected(request, collect(started))
     return whole if whole is not None else Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
+@router.get(
+    "/v1/chat/completions/{completion_id}/stream",
+    response_model=None,
+    responses=responses(None, 400, 404, stream=ChatCompletionChunk),
+)
+async def resume_chat_completion(
+    completion_id: str,
+    request: Request,
+    state: State,
+    last_event_id: Annotated[int, Header(alias="Last-Event-ID", ge=-1)] = -1,
+) -> Response:
+    """A resumable stream again: its chunks after `Last-Event-ID`, then the live ones."""
+    run = _own_run(state, completion_id, request)
+    return sse_resumable(run.follow(last_event_id), state.settings.sse_heartbeat_s)
+
+
+@router.post(
+    "/v1/chat/completions/{completion_id}/cancel",
+    response_model=None,
+    responses=responses(StreamStatus, 404),
+)
+async def cancel_chat_completion(
+    completion_id: str, request: Request, state: State
+) -> dict[str, Any]:
+    """Stop a resumable stream (its Stop: a dropped connection does not stop it)."""
+    run = _own_run(state, completion_id, request)
+    run.cancel()
+    await run.finished()
+    return {
+        "id": completion_id,
+        "object": "chat.completion.stream",
+        "status": run.response["status"],
+    }
 
 
 @dataclass
@@ -133,6 +192,72 @@ async def start_chat(
         for _ in range(body.n)
     ]
     return ChatGeneration(reply, deltas, choices, ticket)
+
+
+def _asks_resumable(request: Request, body: ChatCompletionRequest) -> bool:
+    value = request.headers.get(RESUMABLE_HEADER)
+    if value is None or value.lower() == "false":
+        return False
+    if value.lower() != "true":
+        raise InvalidRequestError(
+            f"Invalid value for header 'X-Resumable': '{value}'. Give true or false.",
+            "X-Resumable",
+        )
+    if not body.stream:
+        raise InvalidRequestError(
+            "'X-Resumable: true' asks for a resumable stream: set 'stream' to true.", "stream"
+        )
+    return True
+
+
+def _resumable_stream(started: ChatGeneration, request: Request, state: ServerState) -> Response:
+    """Generate apart from this exchange: a client whose connection drops gets the rest from
+    the resume route within `stream_resume_grace_s`; nobody back by then, it is cancelled."""
+    request.state.ticket = None  # the run owns the ticket: it outlives this exchange
+    grace_s = state.settings.stream_resume_grace_s
+    run = Run({"id": started.reply.id, "status": "in_progress"}, owner_id(request), None, grace_s)
+    state.runs.add(run)
+    run.start(_generate(state, run, started, grace_s))
+    headers = {"X-Resumable-Id": started.reply.id}
+    response = sse_resumable(run.follow(-1), state.settings.sse_heartbeat_s)
+    response.headers.update(headers)
+    return response
+
+
+async def _generate(state: ServerState, run: Run, started: ChatGeneration, keep_s: float) -> None:
+    """A resumable stream's task: its chunks into the run, then kept `keep_s` for late resumes.
+    It ends as a plain stream does (an error event if it fails, then `[DONE]`)."""
+    try:
+        async for chunk in stream_chunks(started):
+            run.add_data("chunk", chunk)
+        status, last = "completed", None
+    except asyncio.CancelledError:
+        status = "cancelled"
+        last = error_body("The stream was cancelled.", "cancelled", code="cancelled")
+    except APIError as exc:
+        status, last = "failed", api_error_body(exc)
+    except Exception:
+        logger.exception("Stream %s failed", run.response["id"])
+        status = "failed"
+        last = error_body("Internal server error.", "server_error", code="internal_error")
+    await started.deltas.aclose()  # type: ignore[attr-defined]  # aborts an unfinished one
+    started.ticket.close()
+    run.response["status"] = status
+    closing = [] if last is None else [("chunk", json.dumps(last))]
+    await run.close([*closing, ("chunk", "[DONE]")])
+    asyncio.get_running_loop().call_later(keep_s, state.runs.remove, run)
+
+
+def _own_run(state: ServerState, completion_id: str, request: Request) -> Run:
+    run = state.runs.get(completion_id)
+    owner = visible_owner(request)
+    if run is None or not completion_id.startswith("chatcmpl-") or owner not in (None, run.owner):
+        raise NotFoundError(
+            f"No resumable stream with id '{completion_id}' (it ended more than "
+            "stream_resume_grace_s ago, or it is another key's).",
+            "completion_id",
+        )
+    return run
 
 
 async def stream_chunks(started: ChatGeneration) -> AsyncIterator[str]:

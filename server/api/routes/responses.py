@@ -48,7 +48,7 @@ from server.errors import (
     NotFoundError,
     validation_error,
 )
-from server.responses.runs import TERMINAL, Run
+from server.responses.runs import TERMINAL, Run, entries
 from server.responses.store import StoredResponse, new_response_id
 from server.state import ServerState, State
 from server.traffic.auth import owner_id, visible_owner
@@ -85,7 +85,9 @@ async def create_response(body: ResponseRequest, request: Request, state: State)
     if body.store:
         await asyncio.to_thread(state.responses.create, owner, builder.response, input_items(body))
     grace_s = state.settings.stream_resume_grace_s if body.store else 0.0
-    run = Run(builder.response, state.responses if body.store else None, grace_s, body.background)
+    run = Run(
+        builder.response, owner, state.responses if body.store else None, grace_s, body.background
+    )
     run.add(builder.start())
     state.runs.add(run)
     conversation = [m.model_dump(exclude_none=True) for m in chat.messages]
@@ -263,7 +265,7 @@ async def _generate(
         closing = builder.fail(EngineFailedError("The response failed: internal error."))
     await started.deltas.aclose()  # type: ignore[attr-defined]  # aborts an unfinished one
     started.ticket.close()
-    await run.close(closing, [*conversation, _answer(builder.response["output"])])
+    await run.close(entries(closing), [*conversation, _answer(builder.response["output"])])
     state.runs.remove(run)
 
 
@@ -312,13 +314,13 @@ def _settle_lost(state: ServerState, stored: StoredResponse) -> StoredResponse:
 
 async def _replay(
     state: ServerState, stored: StoredResponse, after: int
-) -> AsyncIterator[tuple[str, str]]:
+) -> AsyncIterator[tuple[int, str, str]]:
     """The stored events after `after`; while another process generates the response, the
     new ones as they are written."""
     while True:
         rows = await asyncio.to_thread(state.responses.events_after, stored.id, after)
         for seq, kind, data in rows:
-            yield kind, data
+            yield seq, kind, data
             after = seq
             if kind in TERMINAL:
                 return
