@@ -283,6 +283,8 @@ def validation_error(errors: Any) -> InvalidRequestError:
 
 
 def _field_path(loc: tuple[Any, ...]) -> list[str]:
+    if loc[:1] == ("header",):  # a header's name as sent ("Last-Event-ID")
+        return [str(part) for part in loc[1:]]
     # Drop "body" and the union-member tags pydantic puts in locations ("str", "list[int]",
     # a model's class name: API field names are snake_case, never capitalised).
     return [str(part) for part in loc if part != "body" and not _is_union_tag(part)]

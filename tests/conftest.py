@@ -97,6 +97,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """
     folder = tmp_path_factory.mktemp("server")
     args = ["--sse-heartbeat-s", str(HEARTBEAT_S), "--max-model-len", "2048", "--kv-cache-gib", "1"]
+    args += ["--stream-resume-grace-s", "2"]  # a dropped resumable stream, given up soon
     args += ["--data-dir", str(folder / "data")]
     with running_server(folder, args) as running:
         yield running

@@ -1,10 +1,13 @@
 // The Kangaroo playground: chat with the server's models, the answer streamed token by token.
-// Streams are read with fetch and a stream reader (EventSource cannot POST). Model output and
+// Streams are read with fetch and a stream reader (EventSource cannot POST). They are resumable
+// (X-Resumable): when the connection drops mid-answer, the page asks for the rest after the
+// last event it saw, and the answer completes without a second generation. Model output and
 // server messages are only ever set as text (textContent, Text nodes), never parsed as HTML.
 "use strict";
 
 const KEY_STORAGE = "kangaroo-api-key"; // sessionStorage: gone with the tab, never in the URL
 const RETRY_MS = 2000;
+const RESUME_MS = [200, 400, 800, 1000]; // waits before each try to resume a dropped answer
 
 const byId = (id) => document.getElementById(id);
 const ui = {
@@ -191,11 +194,12 @@ function requestBody(messages) {
   return body;
 }
 
-/** The `data:` payloads of an SSE body, one per event; comments (heartbeats) are skipped. */
-async function* sseData(body) {
+/** The events of an SSE body, {id, data}, one per event; comments (heartbeats) are skipped. */
+async function* sseEvents(body) {
   const reader = body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
   let data = [];
+  let id = null;
   try {
     for (;;) {
       const { value, done } = await reader.read();
@@ -205,10 +209,12 @@ async function* sseData(body) {
       buffer = lines.pop(); // an unfinished line waits for the next read
       for (const line of lines) {
         if (line === "" && data.length) {
-          yield data.join("\n");
+          yield { id, data: data.join("\n") };
           data = [];
         } else if (line.startsWith("data:")) {
           data.push(line.slice(5).replace(/^ /, ""));
+        } else if (line.startsWith("id:")) {
+          id = line.slice(3).trim();
         }
       }
     }
@@ -217,16 +223,61 @@ async function* sseData(body) {
   }
 }
 
-/** Read the stream into the answer's text; fill in finish reason and usage. */
+/** Read the stream into the answer's text; fill in finish reason and usage. Whether it came
+ * to its end ([DONE]); false when the connection ended before it. */
 async function readAnswer(response, answer) {
   try {
-    for await (const data of sseData(response.body)) {
-      if (data === "[DONE]") return;
-      readChunk(JSON.parse(data), answer);
+    for await (const event of sseEvents(response.body)) {
+      if (event.id !== null) answer.lastEventId = Number(event.id);
+      if (event.data === "[DONE]") return true;
+      readChunk(JSON.parse(event.data), answer);
     }
+    return false;
   } finally {
     answer.writer.flush(); // what arrived before the end, the Stop or an error stays
   }
+}
+
+/** Read the answer to its end; when the connection drops, wait a little and ask the server
+ * for the events after the last one seen, as many times as it takes (the Stop ends it; a
+ * server that no longer holds the stream answers 404, shown as the error). */
+async function follow(response, answer, controller) {
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      if (response && (await readAnswer(response, answer))) return;
+    } catch (error) {
+      if (!dropped(error, controller)) throw error;
+    }
+    if (!answer.streamId) throw new Error("The connection dropped.");
+    await pause(RESUME_MS[Math.min(attempt, RESUME_MS.length - 1)], controller.signal);
+    response = null;
+    try {
+      const after = answer.lastEventId ?? -1;
+      response = await fetch(`/v1/chat/completions/${answer.streamId}/stream`, {
+        headers: { ...headers(), "Last-Event-ID": String(after) },
+        signal: controller.signal,
+      });
+      if (!response.ok) throw await responseError(response);
+      answer.resumes += 1;
+    } catch (error) {
+      if (!dropped(error, controller)) throw error;
+    }
+  }
+}
+
+/** Whether `error` is the network failing (worth resuming), not a Stop or a server answer. */
+function dropped(error, controller) {
+  return !controller.signal.aborted && error instanceof TypeError;
+}
+
+function pause(ms, signal) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    });
+  });
 }
 
 function readChunk(chunk, answer) {
@@ -267,6 +318,7 @@ function showStats(answer) {
     }
     parts.push(stat("prompt-tokens", `prompt ${usage.prompt_tokens} tokens`));
   }
+  if (answer.resumes) parts.push(stat("resumed", `resumed ${answer.resumes}×`));
   parts.push(stat("finish", answer.finish || "none"));
   answer.view.stats.replaceChildren(...parts);
 }
@@ -297,18 +349,20 @@ async function send(event) {
   ui.prompt.value = "";
   addTurn("user", prompt);
   const view = addTurn("assistant", "");
-  const answer = { view, writer: new FrameWriter(view.text), startedAt: performance.now() };
+  const writer = new FrameWriter(view.text);
+  const answer = { view, writer, startedAt: performance.now(), resumes: 0, streamId: null };
   const controller = new AbortController();
   setRunning(controller);
   try {
     const response = await fetch("/v1/chat/completions", {
       method: "POST",
-      headers: headers(),
+      headers: { ...headers(), "X-Resumable": "true" },
       body: JSON.stringify(body),
       signal: controller.signal,
     });
     if (!response.ok) throw await responseError(response);
-    await readAnswer(response, answer);
+    answer.streamId = controller.streamId = response.headers.get("X-Resumable-Id");
+    await follow(response, answer, controller);
   } catch (error) {
     if (controller.signal.aborted) answer.finish = "stopped";
     else fail(answer, error, prompt);
@@ -330,7 +384,12 @@ function fail(answer, error, prompt) {
 }
 
 function stop() {
-  if (running) running.abort(); // closes the connection: the server aborts the engine request
+  if (!running) return;
+  running.abort(); // closes the connection; a resumable stream goes on until it is cancelled:
+  if (running.streamId) {
+    const cancel = `/v1/chat/completions/${running.streamId}/cancel`;
+    fetch(cancel, { method: "POST", headers: headers() }).catch(() => {});
+  }
 }
 
 function newChat() {

@@ -16,6 +16,7 @@ from tests.playground.conftest import (
     screenshot,
     wait_for_answer,
 )
+from tests.playground.network import cuttable_link
 
 CHAT = "**/v1/chat/completions"
 
@@ -148,11 +149,39 @@ def test_stop_keeps_the_partial_text_and_the_server_aborts(
     assert len(partial) >= 20
 
 
+def test_a_dropped_connection_is_resumed_and_the_answer_completes_once(
+    browser: Browser, demo_server: RunningServer, http: httpx.Client
+) -> None:
+    port = int(demo_server.url.rsplit(":", 1)[1])
+    with cuttable_link(port) as link, open_page(browser, link.url) as page:
+        _long_answers(page)
+        before = _counted(http)
+        ask(page, "Hi", temperature=0, max_tokens=1000)  # 1-2 s of generation
+        content = last_answer(page).locator(".content")
+        expect(content).to_have_text(re.compile(".{20}"), timeout=10_000)  # under way
+        assert link.cut() >= 1  # the network drops the page's stream mid-answer
+
+        answer = wait_for_answer(page)
+        expect(answer.locator("[data-stat=resumed]")).to_have_text(re.compile(r"^resumed \d+×$"))
+        [sent] = page.evaluate("window.sentBodies")
+        api = _replay(http, sent | LONG)  # greedy: the API's whole answer to the same request
+        assert content.text_content() == api["choices"][0]["message"]["content"]
+        _assert_stats(answer, api)
+    # Generated once for the page (plus the replay above): resuming did not ask again.
+    assert _counted(http) == (before[0] + 2, before[1] + 2000)
+
+
+def _counted(http: httpx.Client) -> tuple[int, int]:
+    """Requests and completion tokens the server has counted in all."""
+    rows = http.get("/v1/usage").json()["data"]
+    return sum(r["requests"] for r in rows), sum(r["completion_tokens"] for r in rows)
+
+
 def test_errors_are_shown_readably(page: Page) -> None:
     ask(page, "Hi", max_tokens=100_000)  # the real server's 400: over the context length
     error = last_answer(page).locator(".error")
     expect(error).to_have_text(
-        re.compile(r"^Error 400 invalid_request_error: This model's maximum context length is")
+        re.compile(r"^Error 400 context_length_exceeded: This model's maximum context length is")
     )
     expect(page.locator("#prompt")).to_have_value("Hi")  # given back, to send again
 
