@@ -1,6 +1,7 @@
 """Tool calling and structured outputs through the clients agent frameworks run on: LangChain,
 the OpenAI Agents SDK (its chat-completions model and its default, Responses, one) and Vercel's
-AI SDK (driven by node), each against the real engine and the demo model's weather tool."""
+AI SDK (driven by node; its openai-compatible provider on chat completions and its openai
+provider on the Responses API), each against the real engine and the demo model's weather tool."""
 
 import json
 import subprocess
@@ -84,9 +85,12 @@ async def test_the_agents_sdk_runs_a_tool_loop(server: RunningServer, model_clas
     assert REPORT in result.final_output
 
 
-def test_vercel_ai_sdk_generates_and_streams_with_a_tool(server: RunningServer) -> None:
+@pytest.mark.parametrize("provider", ["compatible", "openai"])  # chat completions, Responses
+def test_vercel_ai_sdk_generates_and_streams_with_a_tool(
+    server: RunningServer, provider: str
+) -> None:
     done = subprocess.run(
-        ["node", "weather.mjs", f"{server.url}/v1", MODEL, QUESTION],
+        ["node", "weather.mjs", f"{server.url}/v1", MODEL, QUESTION, provider],
         cwd=JS,
         capture_output=True,
         text=True,

@@ -243,6 +243,10 @@ def test_a_key_sees_only_its_own_responses(http: TestClient) -> None:
         other.responses.cancel(made.id)
     with pytest.raises(openai.NotFoundError):
         other.responses.input_items.list(made.id)
+    with pytest.raises(openai.NotFoundError):
+        other.responses.retrieve(made.id, stream=True, starting_after=2)
+    with pytest.raises(openai.NotFoundError):
+        other.responses.delete(made.id)
     with pytest.raises(openai.BadRequestError) as refused:  # nor continue it
         other.responses.create(model="fake", input="x", previous_response_id=made.id)
     assert refused.value.body["param"] == "previous_response_id"  # type: ignore[index]

@@ -1,11 +1,15 @@
-// Vercel's AI SDK (`ai` + `@ai-sdk/openai-compatible`) against a Kangaroo server: one tool, a
-// full run with generateText and with streamText. Prints what happened as one JSON line.
-//   node weather.mjs BASE_URL MODEL QUESTION
+// Vercel's AI SDK (`ai`) against a Kangaroo server: one tool, a full run with generateText and
+// with streamText. PROVIDER is `compatible` (`@ai-sdk/openai-compatible`: chat completions) or
+// `openai` (`@ai-sdk/openai`, whose default is the Responses API). Prints one JSON line.
+//   node weather.mjs BASE_URL MODEL QUESTION PROVIDER
 import { generateText, jsonSchema, stepCountIs, streamText, tool } from 'ai';
+import { createOpenAI } from '@ai-sdk/openai';
 import { createOpenAICompatible } from '@ai-sdk/openai-compatible';
 
-const [baseURL, model, question] = process.argv.slice(2);
-const provider = createOpenAICompatible({ name: 'kangaroo', baseURL, apiKey: 'unused' });
+const [baseURL, model, question, kind] = process.argv.slice(2);
+const provider = kind === 'openai'
+  ? createOpenAI({ baseURL, apiKey: 'unused' })
+  : createOpenAICompatible({ name: 'kangaroo', baseURL, apiKey: 'unused' });
 
 function weatherTool(calls) {
   return tool({
