@@ -223,12 +223,14 @@ async def stream_chat(
     base_url: str,
     body: dict[str, Any],
     count_tokens: tuple[str, TokenCounter] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> RequestRecord:
     """Stream one chat completion (`body` asks for a stream) and time its content chunks."""
     record = RequestRecord(start=time.perf_counter())
     reading = StreamReading()
     try:
-        async with session.post(f"{base_url}/chat/completions", json=body) as response:
+        url = f"{base_url}/chat/completions"
+        async with session.post(url, json=body, headers=headers) as response:
             if response.status != 200:
                 text = await response.text()
                 record.error = f"HTTP {response.status}: {text[:200]}"
