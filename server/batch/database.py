@@ -12,11 +12,14 @@ from pathlib import Path
 class Database:
     """One connection to `root/filename` with `schema` applied; safe from many threads."""
 
-    def __init__(self, root: Path, schema: str, filename: str = "batch.sqlite3"):
+    def __init__(
+        self, root: Path, schema: str, filename: str = "batch.sqlite3", synchronous: str = "FULL"
+    ):
         root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(root / filename, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.executescript(schema)
 
     @contextmanager

@@ -74,9 +74,9 @@ class Run:
         can at once continue the conversation or read the response from any process."""
         self._closing = True
         self._append(closing)
-        await self.save(force=True)
-        if self._store is not None:
-            await asyncio.to_thread(self._store.end, self.response, conversation)
+        if self._store is not None:  # one transaction: the events left and the end
+            unsaved, self._saved = self.events[self._saved :], len(self.events)
+            await asyncio.to_thread(self._store.end, self.response, conversation, unsaved)
         self._publish()
         self.ended.set()
         if self._keeper is not None:

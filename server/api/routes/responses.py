@@ -306,8 +306,7 @@ def _settle_lost(state: ServerState, stored: StoredResponse) -> StoredResponse:
     }
     kind = "response.failed"
     event = {"type": kind, "sequence_number": len(written), "response": response}
-    state.responses.append(stored.id, [(len(written), kind, json.dumps(event))])
-    state.responses.end(response, None)
+    state.responses.end(response, None, [(len(written), kind, json.dumps(event))])
     stored.response = response
     return stored
 
