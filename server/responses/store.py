@@ -181,8 +181,9 @@ class ResponseStore:
         old = [
             row[0]
             for row in db.execute(
-                "SELECT id FROM responses WHERE created_at < ? OR seq <= "
-                "(SELECT MAX(seq) FROM responses) - ?",
+                # Two indexed lookups (created_at, the rowid), not a scan of the table.
+                "SELECT id FROM responses WHERE created_at < ? UNION "
+                "SELECT id FROM responses WHERE seq <= (SELECT MAX(seq) FROM responses) - ?",
                 (now - self.retention_s, self.max_stored),
             )
         ]
