@@ -12,12 +12,15 @@ A background run never waits for anyone. Events reach the store in groups, at mo
 import asyncio
 import contextlib
 import json
+import logging
 import math
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any
 
 from server.responses.store import CLAIM_S, ResponseStore
+
+logger = logging.getLogger(__name__)
 
 FLUSH_S = 0.5
 ATTACH_S = 5.0
@@ -76,7 +79,11 @@ class Run:
         self._append(closing)
         if self._store is not None:  # one transaction: the events left and the end
             unsaved, self._saved = self.events[self._saved :], len(self.events)
-            await asyncio.to_thread(self._store.end, self.response, conversation, unsaved)
+            try:
+                await asyncio.to_thread(self._store.end, self.response, conversation, unsaved)
+            except Exception:  # followers here still get the end; readers elsewhere, once
+                # the claim lapses, a failed response (store.CLAIM_S)
+                logger.exception("Could not store the end of %s", self.response["id"])
         self._publish()
         self.ended.set()
         if self._keeper is not None:

@@ -77,13 +77,13 @@ async def create_response(body: ResponseRequest, request: Request, state: State)
     started = await _start(chat, body.truncation == "auto", request, state)
     if started is None:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
-    request.state.ticket = None  # the run owns the ticket now: it outlives this exchange
 
     # 3. The run: stored first (so that a reader finds it), then generating in its own task.
     builder = ResponseBuilder(_response_object(body), started.choices[0])
     builder.input_tokens = started.reply.prompt_tokens
     if body.store:
         await asyncio.to_thread(state.responses.create, owner, builder.response, input_items(body))
+    request.state.ticket = None  # the run owns the ticket now: it outlives this exchange
     grace_s = state.settings.stream_resume_grace_s if body.store else 0.0
     run = Run(
         builder.response, owner, state.responses if body.store else None, grace_s, body.background
