@@ -480,6 +480,7 @@ class ResponseObject(_Doc):
     background: bool
     model: str
     output: list[dict[str, Any]]
+    output_text: str
     instructions: str | None
     max_output_tokens: int | None
     previous_response_id: str | None

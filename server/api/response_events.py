@@ -68,6 +68,7 @@ class ResponseBuilder:
             events += self._open_message()
             assert self._message is not None
             self._message["content"][0]["text"] += text
+            self.response["output_text"] += text
             events.append(
                 self._event(
                     "response.output_text.delta", **self._part_ref(), delta=text, logprobs=[]

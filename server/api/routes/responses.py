@@ -364,6 +364,7 @@ def _response_object(body: ResponseRequest) -> dict[str, Any]:
         "background": body.background,
         "model": body.model,
         "output": [],
+        "output_text": "",  # the text of every message item, joined (the SDKs' shortcut, sent)
         "instructions": body.instructions,
         "max_output_tokens": body.max_output_tokens,
         "previous_response_id": body.previous_response_id,

@@ -91,6 +91,7 @@ def test_a_response_is_generated_stored_and_retrieved(http: TestClient) -> None:
     assert again.model_dump() == made.model_dump()
     raw = http.get(f"/v1/responses/{made.id}", headers={"authorization": "Bearer key-a"})
     ResponseObject.model_validate(raw.json())  # what the OpenAPI document says, no more
+    assert raw.json()["output_text"] == "one two three"  # for raw HTTP too, not only the SDKs
 
 
 def test_streamed_events_come_in_order_with_sequence_numbers(http: TestClient) -> None:
