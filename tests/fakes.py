@@ -2,6 +2,7 @@
 
 import asyncio
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -45,6 +46,10 @@ class FakeEngine:
         self.aborted: set[str] = set()
         self.alive = True
         self.delay_s = 0.0  # between words, to let a test act mid-generation
+        # Cleared, every generation waits before its first word until the test sets it again:
+        # a request holds its place exactly as long as a test needs, however slow the machine.
+        self.released = threading.Event()
+        self.released.set()
         self.checked: list[SamplingOptions] = []  # options given to `check`
         self.tool_call: tuple[str, str] | None = None  # (name, arguments) to call when offered
 
@@ -67,6 +72,8 @@ class FakeEngine:
         options: SamplingOptions,
         adapter: AdapterRef | None = None,
     ) -> AsyncIterator[list[ChoiceDelta]]:
+        if not self.released.is_set():
+            await asyncio.to_thread(self.released.wait)
         tools = options.tools
         if self.tool_call is not None and tools is not None and tools.choice != "none":
             for batch in self._tool_call_deltas(options.n):

@@ -71,7 +71,7 @@ def test_add_never_waits_for_the_disk(tmp_path: Path, monkeypatch) -> None:
     started = time.monotonic()
     for _ in range(1000):
         store.add(Use("app", "base", 1, 1))  # returns at once although the writer is stuck
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 5.0  # a blocked add would wait the writer's 10 s
     gate.set()
     assert store.report()[0]["requests"] == 1001
     store.close()
