@@ -165,12 +165,14 @@ def test_the_generic_format_for_templates_that_ignore_tools(prod: RunningServer)
         _check_call_deltas(_events(http, body | {"temperature": 0, "max_tokens": 100}))
 
 
-def _weather_loop(client: openai.OpenAI, question: str, report: str) -> tuple[Any, str]:
-    """Ask, let the model call get_weather, answer the call with `report`; the call and the
-    final answer."""
+def _weather_loop(
+    client: openai.OpenAI, question: str, report: str, tool: dict[str, Any] = WEATHER
+) -> tuple[Any, str]:
+    """Ask, let the model call `tool` (get_weather), answer the call with `report`; the call
+    and the final answer."""
     messages: list[Any] = [{"role": "user", "content": question}]
     first = client.chat.completions.create(
-        model=MODEL, messages=messages, tools=[WEATHER], temperature=0, max_tokens=60
+        model=MODEL, messages=messages, tools=[tool], temperature=0, max_tokens=60
     ).choices[0]
     calls = first.message.tool_calls or []
     if first.finish_reason != "tool_calls" or len(calls) != 1:
@@ -180,7 +182,7 @@ def _weather_loop(client: openai.OpenAI, question: str, report: str) -> tuple[An
         {"role": "tool", "tool_call_id": calls[0].id, "content": report},
     ]
     final = client.chat.completions.create(
-        model=MODEL, messages=messages, tools=[WEATHER], temperature=0, max_tokens=60
+        model=MODEL, messages=messages, tools=[tool], temperature=0, max_tokens=60
     ).choices[0]
     return calls[0], final.message.content or ""
 
@@ -191,7 +193,10 @@ def test_the_demo_model_calls_its_weather_tool_for_cities_it_never_saw(
     cases = skills.weather_heldout_cases()
     right_calls = right_answers = 0
     for case in cases:
-        call, answer = _weather_loop(client, case.question, case.report)
+        # The tool as the skill is specified: no description. With WEATHER's description the
+        # model miscopies a two-word city a case or two more often (50 of 56 on one build,
+        # against 52 without), too close to the line for a build on another CPU.
+        call, answer = _weather_loop(client, case.question, case.report, skills.WEATHER_TOOL)
         if call is not None and json.loads(call.function.arguments) == {"city": case.city}:
             right_calls += 1
         right_answers += case.report in answer
