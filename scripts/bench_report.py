@@ -1,12 +1,15 @@
 """Benchmark statistics and reports: per-run summary, Markdown table, PNG plots."""
 
-from collections.abc import Sequence
+import statistics
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from scripts.loadgen import RequestRecord, token_sources
+
+T = TypeVar("T")
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -76,6 +79,24 @@ def median_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         row["output_tok_s_min"], row["output_tok_s_max"] = min(throughputs), max(throughputs)
         rows.append(row)
     return rows
+
+
+def alternate(
+    sides: dict[str, T], run: Callable[[T], dict[str, Any]], repeats: int, keys: Sequence[str]
+) -> dict[str, Any]:
+    """`run` every side in turn (ABAB...), `repeats` times: each run's summary, the medians of
+    `keys` per side and the failed requests of all runs. Turns, not blocks, so a drift of the
+    machine's speed lands on every side alike."""
+    runs: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
+    for _ in range(repeats):
+        for side, load in sides.items():
+            runs[side].append(run(load))
+    median = {
+        side: {key: statistics.median(run[key] for run in side_runs) for key in keys}
+        for side, side_runs in runs.items()
+    }
+    failed = sum(run["requests_failed"] for side_runs in runs.values() for run in side_runs)
+    return {"runs": runs, "median": median, "failed": failed}
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:

@@ -18,7 +18,6 @@ import asyncio
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from scripts.bench import free_port, running_server  # noqa: E402
-from scripts.bench_report import summarize  # noqa: E402
+from scripts.bench_report import alternate, summarize  # noqa: E402
 from scripts.bench_structured import plain  # noqa: E402
 from scripts.loadgen import RequestRecord, client_session, stream_chat  # noqa: E402
 
@@ -109,17 +108,12 @@ async def load(url: str, send: Send, requests: int, streams: int) -> dict[str, A
 
 def compare(url: str, sides: dict[str, Send], args: argparse.Namespace) -> dict[str, Any]:
     """Every side in turn, `args.repeats` times; each run's summary and the medians."""
-    runs: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
-    for _ in range(args.repeats):
-        for side, send in sides.items():
-            runs[side].append(asyncio.run(load(url, send, args.requests, args.streams)))
-    keys = ("output_tok_s", "requests_s", "ttft_ms_p50", "ttft_ms_p99")
-    median = {
-        side: {key: statistics.median(run[key] for run in side_runs) for key in keys}
-        for side, side_runs in runs.items()
-    }
-    failed = sum(run["requests_failed"] for side_runs in runs.values() for run in side_runs)
-    return {"runs": runs, "median": median, "failed": failed}
+    return alternate(
+        sides,
+        lambda send: asyncio.run(load(url, send, args.requests, args.streams)),
+        args.repeats,
+        ("output_tok_s", "requests_s", "ttft_ms_p50", "ttft_ms_p99"),
+    )
 
 
 def main() -> None:

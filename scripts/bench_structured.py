@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from scripts.bench import free_port, running_server  # noqa: E402
-from scripts.bench_report import summarize  # noqa: E402
+from scripts.bench_report import alternate, summarize  # noqa: E402
 from scripts.loadgen import client_session, stream_chat  # noqa: E402
 
 MODEL = "kangaroo-demo"
@@ -155,19 +155,12 @@ def fresh_schema() -> dict[str, Any]:
 
 def compare(url: str, a: Body, b: Body, args: argparse.Namespace) -> dict[str, Any]:
     """Both sides in turn, `args.repeats` times; every run's summary and the medians."""
-    runs: dict[str, list[dict[str, Any]]] = {"a": [], "b": []}
-    for _ in range(args.repeats):
-        for side, body in (("a", a), ("b", b)):
-            runs[side].append(asyncio.run(load(url, body, args.requests, args.streams)))
-    median = {
-        side: {
-            key: statistics.median(run[key] for run in side_runs)
-            for key in ("output_tok_s", "ttft_ms_p50", "ttft_ms_p99")
-        }
-        for side, side_runs in runs.items()
-    }
-    failed = sum(run["requests_failed"] for side_runs in runs.values() for run in side_runs)
-    return {"runs": runs, "median": median, "failed": failed}
+    return alternate(
+        {"a": a, "b": b},
+        lambda body: asyncio.run(load(url, body, args.requests, args.streams)),
+        args.repeats,
+        ("output_tok_s", "ttft_ms_p50", "ttft_ms_p99"),
+    )
 
 
 def main() -> None:

@@ -3,10 +3,6 @@ the OpenAI Agents SDK (its chat-completions model and its default, Responses, on
 AI SDK (driven by node; its openai-compatible provider on chat completions and its openai
 provider on the Responses API), each against the real engine and the demo model's weather tool."""
 
-import json
-import subprocess
-from pathlib import Path
-
 import pytest
 from agents import (
     Agent,
@@ -22,11 +18,11 @@ from langchain_openai import ChatOpenAI
 from openai import AsyncOpenAI
 from pydantic import BaseModel, Field
 
+from tests.api.clients.node import run_node
 from tests.conftest import MODEL, RunningServer
 
 QUESTION = "What is the weather in Lyon?"
 REPORT = "Sunny, 21 C"
-JS = Path(__file__).parent / "js"
 
 
 @tool
@@ -89,15 +85,7 @@ async def test_the_agents_sdk_runs_a_tool_loop(server: RunningServer, model_clas
 def test_vercel_ai_sdk_generates_and_streams_with_a_tool(
     server: RunningServer, provider: str
 ) -> None:
-    done = subprocess.run(
-        ["node", "weather.mjs", f"{server.url}/v1", MODEL, QUESTION, provider],
-        cwd=JS,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    run = json.loads(done.stdout.strip().splitlines()[-1])
+    run = run_node("weather.mjs", f"{server.url}/v1", MODEL, QUESTION, provider)
     assert run["generate"]["calls"] == ["Lyon"]
     assert run["generate"]["finishReasons"][0] == "tool-calls"
     assert REPORT in run["generate"]["text"]

@@ -3,18 +3,16 @@ with no second generation, the Stop, the grace time, and the official clients (P
 Node) reading opted-in and plain streams with heartbeats on."""
 
 import json
-import subprocess
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 
 from finetune.demo.skills import GREETING_REPLY
+from tests.api.clients.node import run_node
 from tests.conftest import HEARTBEAT_S, LONG, MODEL, RunningServer
 
-JS = Path(__file__).parent / "js"
 RESUMABLE = {"X-Resumable": "true"}
 # Greedy and long enough (about 1-2 s) to carry several heartbeats.
 STREAM = LONG | {"stream": True, "temperature": 0, "max_tokens": 1000}
@@ -121,15 +119,7 @@ def test_the_python_client_reads_opted_in_streams_with_heartbeats(server: Runnin
 
 
 def test_the_node_client_reads_opted_in_and_plain_streams(server: RunningServer) -> None:
-    done = subprocess.run(
-        ["node", "streams.mjs", f"{server.url}/v1", MODEL],
-        cwd=JS,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    run = json.loads(done.stdout.strip().splitlines()[-1])
+    run = run_node("streams.mjs", f"{server.url}/v1", MODEL)
     assert run["plain"]["text"] == run["resumable"]["text"]  # the chunking follows the timing
     assert min(run["plain"]["chunks"], run["resumable"]["chunks"]) > 10
     assert run["responses"] == {"text": GREETING_REPLY, "last": "response.completed"}
