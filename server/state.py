@@ -5,7 +5,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated
 
@@ -127,6 +127,8 @@ class ServerState:
         """Start generating with the base model or an adapter (held until the stream ends)."""
         engine = self.ready_engine()
         ticket.generating(request_id, engine.abort)
+        if ticket.batch:  # a batch line's result is collected whole: no per-token deltas
+            options = replace(options, whole=True)
         if adapter is None:
             return engine.generate(request_id, prompt_ids, options)
         assert self.adapters is not None  # an adapter was resolved by the registry

@@ -49,6 +49,9 @@ class SamplingOptions:
     ignore_eos: bool = False
     constraint: OutputConstraint | None = None
     tools: ToolUse | None = None  # tool calls are parsed out of the text when given
+    # Only the finished answer is wanted (batch lines): the engine may hand it over in one delta
+    # at the end instead of one per step, which spares the event loop a wake-up per token.
+    whole: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -518,7 +518,12 @@ def _sampling_params(options: SamplingOptions, n: int, tooling: _Tooling) -> Sam
         structured_outputs=tooling.structured,
         # Tool-call markers are special tokens in some models: the parser must see them.
         skip_special_tokens=tooling.skip_special_tokens,
-        output_kind=RequestOutputKind.DELTA,
+        # Tool calls are parsed by vLLM's streaming parsers, delta by delta.
+        output_kind=(
+            RequestOutputKind.FINAL_ONLY
+            if options.whole and tooling.request is None
+            else RequestOutputKind.DELTA
+        ),
         skip_clone=True,  # made for this request alone: vLLM need not deep-copy it
     )
 

@@ -117,11 +117,12 @@ class Ticket:
                     if delta.finish_reason == "error":  # e.g. a constraint failed to compile
                         raise self._failed(EngineFailedError("The engine failed the request."))
                     self.completion_tokens += len(delta.token_ids)
-                if self.first_token_at is None:
+                if self.batch:
+                    pass  # its answer comes whole, at the end: no token times to tell
+                elif self.first_token_at is None:
                     self.first_token_at = now
                     ttft.observe(now - self.arrived)
-                    if not self.batch:
-                        self._traffic.live_latency.add(now - self.arrived)
+                    self._traffic.live_latency.add(now - self.arrived)
                 else:
                     itl.observe(now - self._last_output_at)
                 self._last_output_at = now

@@ -6,10 +6,18 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import AutoTokenizer
+from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+from vllm.parser.abstract_parser import Parser
+from vllm.sampling_params import RequestOutputKind
 from vllm.v1.engine.async_llm import AsyncLLM
 
+from finetune.demo import skills
+from server.engine.generation import SamplingOptions, ToolUse
 from server.engine.vllm_engine import (
     VllmEngine,
+    _sampling_params,
+    _tool_request_fields,
+    _Tooling,
     checkpoint_dtype,
     install_cpu_lora_fix,
     render_chat_template,
@@ -160,3 +168,15 @@ def test_cpu_lora_kernels_apply_each_tokens_slot_and_none_for_minus_one() -> Non
     lora_ops.bgmv_expand_slice(shrunk, b, sliced, indices, hidden, hidden, add_inputs=True)
     torch.testing.assert_close(sliced[:, hidden:].double(), _reference(shrunk, b, indices), **CLOSE)
     assert not sliced[:, :hidden].any()
+
+
+def test_a_whole_answer_is_asked_of_vllm_once_unless_tool_calls_are_parsed() -> None:
+    tools = ToolUse((skills.WEATHER_TOOL,), "auto")
+    whole = SamplingOptions(max_tokens=8, whole=True, tools=tools)
+    request = ChatCompletionRequest.model_validate(_tool_request_fields(tools, whole))
+    plain, parsed = _Tooling(None, None, Parser, None), _Tooling(None, request, Parser, None)
+    assert _sampling_params(whole, 1, plain).output_kind == RequestOutputKind.FINAL_ONLY
+    # vLLM's tool parsers read the answer delta by delta; a stream is a stream.
+    assert _sampling_params(whole, 1, parsed).output_kind == RequestOutputKind.DELTA
+    streamed = SamplingOptions(max_tokens=8)
+    assert _sampling_params(streamed, 1, plain).output_kind == RequestOutputKind.DELTA

@@ -15,7 +15,16 @@ import pytest
 from fastapi.testclient import TestClient
 
 from finetune.demo import skills
-from tests.conftest import ADMIN_KEY, APP_KEY, LONG, MODEL, USAGE_KEY, RunningServer, bearer
+from tests.conftest import (
+    ADMIN_KEY,
+    APP_KEY,
+    LONG,
+    MODEL,
+    USAGE_KEY,
+    RunningServer,
+    bearer,
+    metric_samples,
+)
 from tests.fakes import FakeEngine, fake_client
 
 ENDED = ("completed", "failed", "expired", "cancelled")
@@ -341,7 +350,13 @@ def test_batch_lines_are_counted_apart_from_live_requests() -> None:
         assert live.status_code == 200
         usage = http.get("/v1/usage", params={"group_by": "mode"}, headers=bearer("admin-key"))
         usage = usage.json()["data"]
+        metrics = metric_samples(http.get("/metrics", headers=bearer("admin-key")).text)
     assert [(row["mode"], row["requests"]) for row in usage] == [("batch", 3), ("live", 1)]
+    # Latency histograms are the live requests' alone: a batch line's answer comes whole.
+    ttft = [
+        v for k, v in metrics.items() if k.startswith("kangaroo_time_to_first_token_seconds_count")
+    ]
+    assert ttft == [1.0]
 
 
 def test_live_requests_are_served_while_a_large_batch_runs(prod: RunningServer) -> None:
