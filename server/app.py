@@ -147,6 +147,7 @@ def _batch_runner(app: FastAPI, state: ServerState, keys: KeyRing) -> BatchRunne
         Pacer(
             min(settings.batch_concurrency, max(1, settings.max_num_seqs // 2)),
             state.live_pressure,
+            lambda: state.traffic.longest_live_wait() > 0,
         ),
         settings.batch_max_lines,
     )

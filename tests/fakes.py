@@ -131,6 +131,24 @@ class FakeEngine:
         self.is_shut_down = True
 
 
+class CountingEngine(FakeEngine):
+    """A fake engine that records the most requests it generated for at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.delay_s = 0.02
+        self.now = self.most = 0
+
+    async def generate(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        self.now += 1
+        self.most = max(self.most, self.now)
+        try:
+            async for deltas in super().generate(*args, **kwargs):
+                yield deltas
+        finally:
+            self.now -= 1
+
+
 @contextmanager
 def fake_client(
     engine: FakeEngine | None = None,

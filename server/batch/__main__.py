@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from server.batch.in_process import lines_in_flight
 from server.batch.offline import run_local
 from server.batch.offline_job import Job, UsageError
 from server.contract import SettingsError
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kangaroo batch: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings)
-    concurrency = args.concurrency or settings.max_num_seqs
+    concurrency = args.concurrency or lines_in_flight(settings)
     try:
         if args.ray is None:
             return run_local(job, settings, concurrency)
@@ -75,7 +76,8 @@ def parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     run.add_argument(
         "--concurrency", type=_positive, metavar="N",
-        help="lines in flight per engine (default: the max_num_seqs setting)",
+        help="lines in flight per engine (default: max_num_seqs and a quarter more, which wait "
+        "in the engine's queue)",
     )  # fmt: skip
     run.add_argument(
         "--ray", nargs="?", const="", metavar="ADDRESS",

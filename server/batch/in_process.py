@@ -35,6 +35,10 @@ PASSING_CODES = ("queue_timeout", "server_overloaded")
 # The engine is gone: no later line can be answered, and this one was not.
 LOST_CODES = ("engine_dead", "engine_not_ready", "server_shutting_down")
 RETRY_S = 0.5
+# Lines beyond the engine's places wait in the engine's own queue, a quarter of its places
+# more: it starts the next line in the very step one finishes (as vLLM's run_batch, which
+# queues every line there), not a step later, after the answer came back through here.
+BACKLOG = 0.25
 # The offline run is the app's only caller: no rate limits (the anonymous caller would get
 # the requests_per_minute / tokens_per_minute settings).
 OFFLINE_CALLER = Caller(ANONYMOUS_ID, role=None)
@@ -56,6 +60,8 @@ async def serving(settings: Settings) -> AsyncIterator[Send]:
         app = create_app(offline, on_fatal_error=failed.set, in_process=True)
         async with app.router.lifespan_context(app):
             await _ready(app.state.kangaroo, failed)
+            # Nobody else is served here: no place needs keeping free for a live request.
+            app.state.kangaroo.traffic.admission.max_running = lines_in_flight(settings)
 
             async def send(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
                 if failed.is_set():
@@ -63,6 +69,11 @@ async def serving(settings: Settings) -> AsyncIterator[Send]:
                 return await call_route(app, OFFLINE_CALLER, url, body)
 
             yield send
+
+
+def lines_in_flight(settings: Settings) -> int:
+    """How many lines an engine takes at once offline: its places and a backlog."""
+    return settings.max_num_seqs + max(1, int(settings.max_num_seqs * BACKLOG))
 
 
 def _offline(settings: Settings, folder: Path) -> Settings:

@@ -11,10 +11,16 @@ through a window that follows the live load, the way TCP follows a network (AIMD
   all; after `CALM_TICKS` without pressure (no live traffic to speak of) it is `most` at once,
   as it is at the first tick on an idle server: a batch there runs at full speed at once;
 - it never drops below one line, so a batch always moves, and never exceeds `most`.
+
+Between ticks, no batch line starts while a live request waits for its first token (the
+caller's `Starting`): a line's start (its validation, prompt and prefill) would share the
+event loop and the engine step with that first token. The hold is short (`START_HOLD_S` at
+most per line), so a steady stream of live arrivals slows a batch but never stops it.
 """
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
@@ -23,20 +29,25 @@ TICK_S = 0.2
 HOLD_TICKS = 5  # after pressure the window holds this many ticks (1 s) before it grows again
 CALM_TICKS = 25  # ticks without pressure (5 s) after which slow start may reach `most` again
 KV_CACHE_FULL = 0.9  # fraction of KV blocks in use that counts as pressure
+START_HOLD_S = 0.05  # the longest a batch line's start waits for live first tokens
+START_POLL_S = 0.002
 
 # Why live requests are under pressure now, or None.
 Pressure = Callable[[], str | None]
+# Whether a live request waits for its first token now.
+Starting = Callable[[], bool]
 
 
 class Pacer:
     """The window of batch lines in the engine, adjusted every tick by `pressure`."""
 
-    def __init__(self, most: int, pressure: Pressure):
+    def __init__(self, most: int, pressure: Pressure, starting: Starting = lambda: False):
         self.most = most
         self.window = 1  # until the first tick has looked at the live load
         self.in_flight = 0
         self._calm = CALM_TICKS  # ticks since the last pressure
         self._pressure = pressure
+        self._starting = starting
         self._room = asyncio.Event()  # set when a place may have become free
         self._reason: str | None = None
 
@@ -62,10 +73,16 @@ class Pacer:
             self._reason = reason
 
     async def take(self) -> None:
-        """Take a place in the window, waiting until there is one."""
-        while self.in_flight >= self.window:
-            self._room.clear()
-            await self._room.wait()
+        """Take a place in the window, waiting until there is one and no live request waits
+        for its first token (that for `START_HOLD_S` at most)."""
+        held_until = time.monotonic() + START_HOLD_S
+        while True:
+            while self.in_flight >= self.window:
+                self._room.clear()
+                await self._room.wait()
+            if not self._starting() or time.monotonic() >= held_until:
+                break
+            await asyncio.sleep(START_POLL_S)
         self.in_flight += 1
 
     def give_back(self) -> None:

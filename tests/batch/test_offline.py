@@ -8,14 +8,21 @@ Three engine starts in all (a local run, a resumed run, a Ray run); the other te
 import json
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import server.app
 from finetune.demo.skills import IDENTITY_REPLY
-from server.batch.offline_job import refused
+from server.batch.in_process import lines_in_flight
+from server.batch.offline import run_local
+from server.batch.offline_job import Job, refused
+from server.settings import load_settings
 from tests.conftest import MODEL, REPO
+from tests.fakes import CountingEngine
 
 ENGINE = ["--kv-cache-gib", "1", "--enforce-eager", "--max-model-len", "2048"]
 CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
@@ -189,3 +196,24 @@ def test_the_same_job_on_ray_with_one_actor_gives_the_local_answers(
         [row for row in _rows(local_errors) if row["response"]]
     )
     assert "6 lines: 3 ok, 3 failed" in done.stderr
+
+
+def test_offline_lines_queue_in_the_engine_beyond_its_places(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    engine = CountingEngine()
+    engine.released.clear()  # every line holds its place until the test has counted them
+    monkeypatch.setattr(server.app, "_start_vllm", lambda settings, model_path: engine)
+    lines = [_line(f"r{i}", CHAT, _chat("Hi", max_tokens=2)) for i in range(30)]
+    job = Job(_write_jsonl(tmp_path / "in.jsonl", lines), tmp_path / "out", tmp_path / "err")
+    settings = load_settings(model="fake-org/fake", served_model_name=MODEL, max_num_seqs=8)
+    with ThreadPoolExecutor(1) as pool:
+        run = pool.submit(run_local, job, settings, lines_in_flight(settings))
+        deadline = time.monotonic() + 120
+        while engine.now < 10 and time.monotonic() < deadline and not run.done():
+            time.sleep(0.01)
+        in_engine = engine.now
+        engine.released.set()
+        assert run.result(timeout=120) == 0
+    assert in_engine == engine.most == 10  # its 8 places, and a quarter more in its queue
+    assert len(_rows(tmp_path / "out")) == 30

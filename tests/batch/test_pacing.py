@@ -9,6 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from server.batch import pacing
 from server.batch.files import FileStore
 from server.batch.jobs import Batch, BatchStore, new_batch_id
 from server.batch.pacing import CALM_TICKS, HOLD_TICKS, Pacer
@@ -72,6 +75,35 @@ def test_take_waits_for_a_place_in_the_window() -> None:
         return events
 
     assert asyncio.run(scenario()) == ["first gives back", "second took"]
+
+
+def test_no_line_starts_while_a_live_request_waits_for_its_first_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(pacing, "START_HOLD_S", 600.0)  # the hold never runs out here
+    live_waits = True
+
+    async def scenario() -> tuple[bool, int]:
+        nonlocal live_waits
+        pacer = Pacer(4, lambda: None, lambda: live_waits)
+        take = asyncio.create_task(pacer.take())
+        for _ in range(5):  # the pacer looks again at each poll
+            await asyncio.sleep(pacing.START_POLL_S)
+        held = not take.done()
+        live_waits = False  # the first token came
+        await take
+        return held, pacer.in_flight
+
+    assert asyncio.run(scenario()) == (True, 1)
+
+
+def test_a_line_starts_after_the_hold_while_live_requests_keep_coming(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(pacing, "START_HOLD_S", 0.0)
+    pacer = Pacer(4, lambda: None, lambda: True)  # some live request always waits
+    asyncio.run(asyncio.wait_for(pacer.take(), 60))
+    assert pacer.in_flight == 1
 
 
 def test_the_runner_keeps_its_lines_within_the_window(tmp_path: Path) -> None:

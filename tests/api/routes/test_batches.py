@@ -25,7 +25,7 @@ from tests.conftest import (
     bearer,
     metric_samples,
 )
-from tests.fakes import FakeEngine, fake_client
+from tests.fakes import CountingEngine, FakeEngine, fake_client
 
 ENDED = ("completed", "failed", "expired", "cancelled")
 
@@ -311,24 +311,6 @@ def test_a_batch_on_the_real_engine(prod: RunningServer) -> None:
         assert errors["nope"]["response"]["status_code"] == 404
         with pytest.raises(openai.NotFoundError):
             _client(http, USAGE_KEY, f"{prod.url}/v1").batches.retrieve(batch.id)
-
-
-class CountingEngine(FakeEngine):
-    """A fake engine that records the most requests it generated for at once."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.delay_s = 0.02
-        self.now = self.most = 0
-
-    async def generate(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        self.now += 1
-        self.most = max(self.most, self.now)
-        try:
-            async for deltas in super().generate(*args, **kwargs):
-                yield deltas
-        finally:
-            self.now -= 1
 
 
 def test_batch_lines_take_at_most_half_the_engine_places() -> None:
