@@ -142,10 +142,13 @@ def _batch_runner(app: FastAPI, state: ServerState, keys: KeyRing) -> BatchRunne
     return BatchRunner(
         state.batches,
         state.files,
-        lambda owner, path, body: call_route(app, keys.caller_by_id(owner), path, body),
-        # Never more than half the engine's places: live requests always find room.
+        lambda owner, path, body, gone: call_route(app, keys.caller_by_id(owner), path, body, gone),
+        # An eighth of the engine's places stays free: a live request always finds one at once.
         Pacer(
-            min(settings.batch_concurrency, max(1, settings.max_num_seqs // 2)),
+            min(
+                settings.batch_concurrency,
+                max(1, settings.max_num_seqs - max(1, settings.max_num_seqs // 8)),
+            ),
             state.live_pressure,
             lambda: state.traffic.longest_live_wait() > 0,
         ),

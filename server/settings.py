@@ -196,11 +196,11 @@ class Settings(LayeredSettings):
         16, ge=1, description="Most batches a key may have open (not yet ended) at once."
     )
     batch_concurrency: int = Field(
-        128,
+        256,
         ge=1,
-        description="Most batch lines this process keeps in the engine at once (and never more "
-        "than half of max_num_seqs, so that live requests always find places); below that, "
-        "the window follows the live load.",
+        description="Most batch lines this process keeps in the engine at once (never more "
+        "than max_num_seqs less an eighth, so that a live request always finds a place at "
+        "once); below that, the window follows the live load.",
     )
     file_max_mib: int = Field(
         200, ge=1, description="Largest file accepted by POST /v1/files, in MiB."

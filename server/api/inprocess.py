@@ -11,9 +11,17 @@ from server.traffic.auth import INTERNAL_CALLER, Caller
 
 
 async def call_route(
-    app: ASGIApp, caller: Caller, path: str, body: dict[str, Any]
+    app: ASGIApp,
+    caller: Caller,
+    path: str,
+    body: dict[str, Any],
+    gone: asyncio.Event | None = None,
 ) -> tuple[int, dict[str, Any]]:
-    """POST `body` to `path` of `app` as `caller`: the status and the JSON answer."""
+    """POST `body` to `path` of `app` as `caller`: the status and the JSON answer.
+
+    Setting `gone` disconnects the caller: the route stops as for a client that went away
+    (499 and no body).
+    """
     payload = json.dumps(body).encode()
     scope = {
         "type": "http",
@@ -41,9 +49,9 @@ async def call_route(
     async def receive() -> Message:
         nonlocal sent
         if sent:
-            # The caller stays "connected" until the answer is complete: routes abort the
-            # engine request when their client disconnects.
-            await answered.wait()
+            # The caller stays "connected" until the answer is complete or it is `gone`:
+            # routes abort the engine request when their client disconnects.
+            await _either(answered, gone)
             return {"type": "http.disconnect"}
         sent = True
         return {"type": "http.request", "body": payload, "more_body": False}
@@ -59,3 +67,15 @@ async def call_route(
 
     await app(scope, receive, send)
     return status, json.loads(b"".join(chunks) or b"{}")
+
+
+async def _either(event: asyncio.Event, other: asyncio.Event | None) -> None:
+    if other is None:
+        await event.wait()
+        return
+    waits = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(other.wait())]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()

@@ -10,7 +10,11 @@ through a window that follows the live load, the way TCP follows a network (AIMD
 - after `HOLD_TICKS` without pressure it grows by one line a tick, while the batch uses it
   all; after `CALM_TICKS` without pressure (no live traffic to speak of) it is `most` at once,
   as it is at the first tick on an idle server: a batch there runs at full speed at once;
-- it never drops below one line, so a batch always moves, and never exceeds `most`.
+- it never drops below one line, so a batch always moves, and never exceeds `most`;
+- when it shrinks below the lines in flight, the youngest of those (the least work lost) are
+  **shed**: told to leave the engine now and run again once there is room. Without this, a
+  batch running wide when live traffic comes back would keep every engine step long until
+  its lines finished, seconds on a CPU; with it, the next tick ends that.
 
 Between ticks, no batch line starts while a live request waits for its first token (the
 caller's `Starting`): a line's start (its validation, prompt and prefill) would share the
@@ -22,6 +26,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +43,13 @@ Pressure = Callable[[], str | None]
 Starting = Callable[[], bool]
 
 
+@dataclass(eq=False)
+class Place:
+    """A batch line's place in the window; `shed` is set when the line must leave."""
+
+    shed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 class Pacer:
     """The window of batch lines in the engine, adjusted every tick by `pressure`."""
 
@@ -45,6 +57,7 @@ class Pacer:
         self.most = most
         self.window = 1  # until the first tick has looked at the live load
         self.in_flight = 0
+        self._places: list[Place] = []  # in the order taken: the youngest last
         self._calm = CALM_TICKS  # ticks since the last pressure
         self._pressure = pressure
         self._starting = starting
@@ -67,12 +80,18 @@ class Pacer:
             self.window = self.most
         elif self._calm >= HOLD_TICKS and self.in_flight >= self.window:
             self.window = min(self.most, self.window + 1)
+        self._shed_beyond_window()
         self._room.set()
         if reason != self._reason:
             logger.debug("Batch window %d: %s", self.window, reason or "no live pressure")
             self._reason = reason
 
-    async def take(self) -> None:
+    def _shed_beyond_window(self) -> None:
+        staying = [place for place in self._places if not place.shed.is_set()]
+        for place in staying[self.window :]:
+            place.shed.set()
+
+    async def take(self) -> Place:
         """Take a place in the window, waiting until there is one and no live request waits
         for its first token (that for `START_HOLD_S` at most)."""
         held_until = time.monotonic() + START_HOLD_S
@@ -84,8 +103,12 @@ class Pacer:
                 break
             await asyncio.sleep(START_POLL_S)
         self.in_flight += 1
+        place = Place()
+        self._places.append(place)
+        return place
 
-    def give_back(self) -> None:
+    def give_back(self, place: Place) -> None:
         """Give back a place taken with `take`."""
         self.in_flight -= 1
+        self._places.remove(place)
         self._room.set()

@@ -8,7 +8,8 @@ since its result was never written. A half-written last line (a crash mid-append
 Lines are read from the file as they are sent (never all held), grouped by model and first
 message within a window (lines.grouped), so that the prefix cache and LoRA slots are reused; how
 many run at once follows the live load (pacing.Pacer). A line refused for a reason that passes
-(429, 503) is retried later, not failed.
+(429, 503) is retried later, not failed; a line the pacer sheds (it leaves the engine as a
+client that went away) runs again once the window has room.
 """
 
 import asyncio
@@ -29,14 +30,16 @@ from server.batch import lines as batch_lines
 from server.batch.files import FileStore
 from server.batch.jobs import OPEN, Batch, BatchStore
 from server.batch.lines import BadLine, Line
-from server.batch.pacing import Pacer
+from server.batch.pacing import Pacer, Place
 from server.errors import NotFoundError, ShuttingDownError
 
 logger = logging.getLogger(__name__)
 
-# (owner key id, url, body) -> (HTTP status, JSON body) of the live route.
-Execute = Callable[[str, str, dict[str, Any]], Awaitable[tuple[int, dict[str, Any]]]]
+# (owner key id, url, body, gone) -> (HTTP status, JSON body) of the live route; setting
+# `gone` stops the line as a client that went away (499).
+Execute = Callable[[str, str, dict[str, Any], asyncio.Event], Awaitable[tuple[int, dict[str, Any]]]]
 RETRY_STATUSES = (408, 429, 503)
+SHED = 499  # the line left the engine for live requests (the pacer shed it): it runs again
 STATUS_TTL_S = 0.5
 LEASE_S = 15.0  # another process takes over a batch this long after its runner died
 POLL_S = 1.0
@@ -161,11 +164,12 @@ class BatchRunner:
         ):
             async with asyncio.TaskGroup() as lines:
                 async for line in _in_threads(pending):
-                    await self.pacer.take()
+                    place = await self.pacer.take()
                     if self._draining or not await self._goes_on(batch.id):
-                        self.pacer.give_back()
+                        self.pacer.give_back(place)
                         break
-                    lines.create_task(self._run_line(batch, line, (output, errors), results))
+                    task = self._run_line(batch, line, place, (output, errors), results)
+                    lines.create_task(task)
             if self._draining:
                 return None
             return await asyncio.to_thread(self._ending, batch, errors)
@@ -201,24 +205,37 @@ class BatchRunner:
         return goes_on
 
     async def _run_line(
-        self, batch: Batch, line: Line, files: tuple[IO[str], IO[str]], results: "_Results"
+        self,
+        batch: Batch,
+        line: Line,
+        place: Place | None,
+        files: tuple[IO[str], IO[str]],
+        results: "_Results",
     ) -> None:
-        """Run one line (holding a place of the pacer's, given back here) and record it."""
+        """Run one line (holding `place` in the pacer's window, given back here) and record it."""
         try:
             while True:
-                status, body = await self.execute(batch.owner, batch.endpoint, line.body)
+                if place is None:  # shed: it waits for room again, like a new line
+                    place = await self.pacer.take()
+                execute = self.execute(batch.owner, batch.endpoint, line.body, place.shed)
+                status, body = await execute
                 if (body.get("error") or {}).get("code") == ShuttingDownError.code:
                     # This process drains: the line stays unwritten, and runs again where the
                     # batch resumes (here after a restart, or on another replica).
                     self._draining = True
                     return
-                if status not in RETRY_STATUSES:
+                if status == SHED and place.shed.is_set():
+                    self.pacer.give_back(place)
+                    place = None
+                elif status not in RETRY_STATUSES:
                     break
                 if not await self._goes_on(batch.id):
                     return  # cancelled or expired meanwhile: the line never ran
-                await asyncio.sleep(RETRY_S)
+                if place is not None:
+                    await asyncio.sleep(RETRY_S)
         finally:
-            self.pacer.give_back()
+            if place is not None:
+                self.pacer.give_back(place)
         results.pending.append((status, batch_lines.result(line.custom_id, status, body)))
         # Group commit: whoever holds the lock writes every result waiting, in one fsync per
         # file and one update of the batch; lines that finish meanwhile go in the next round.

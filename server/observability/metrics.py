@@ -52,14 +52,15 @@ class Metrics:
         )
         self.ttft = Histogram(
             "kangaroo_time_to_first_token_seconds",
-            "From a request's arrival to its first generated token (queue included).",
+            "From a live request's arrival to its first generated token (queue included); "
+            "batch lines get their answers whole and are not counted.",
             ["model"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.itl = Histogram(
             "kangaroo_inter_token_latency_seconds",
-            "Between consecutive engine outputs of one request.",
+            "Between consecutive engine outputs of one live request.",
             ["model"],
             buckets=TOKEN_GAP_BUCKETS,
             registry=r,

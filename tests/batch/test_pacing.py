@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,7 @@ def test_take_waits_for_a_place_in_the_window() -> None:
     async def scenario() -> list[str]:
         pacer = Pacer(2, lambda: None)
         events: list[str] = []
-        await pacer.take()
+        first = await pacer.take()
 
         async def second() -> None:
             await pacer.take()
@@ -70,11 +71,25 @@ def test_take_waits_for_a_place_in_the_window() -> None:
         waiting = asyncio.create_task(second())
         await asyncio.sleep(0)
         events.append("first gives back")
-        pacer.give_back()
+        pacer.give_back(first)
         await waiting
         return events
 
     assert asyncio.run(scenario()) == ["first gives back", "second took"]
+
+
+def test_a_shrinking_window_sheds_the_youngest_lines_beyond_it() -> None:
+    async def scenario() -> list[bool]:
+        pressure = Switch()
+        pacer = Pacer(8, pressure)
+        pacer.adjust()  # idle: the whole window
+        places = [await pacer.take() for _ in range(8)]
+        pressure.reason = "live requests wait"
+        pacer.adjust()  # 8 -> 4: the four youngest must leave
+        pacer.adjust()  # 4 -> 2: two more, not the four already leaving
+        return [place.shed.is_set() for place in places]
+
+    assert asyncio.run(scenario()) == [False, False, True, True, True, True, True, True]
 
 
 def test_no_line_starts_while_a_live_request_waits_for_its_first_token(
@@ -119,7 +134,9 @@ def test_the_runner_keeps_its_lines_within_the_window(tmp_path: Path) -> None:
     batches.create(batch, None)
     running = most = 0
 
-    async def execute(owner: str, url: str, body: dict[str, Any]) -> tuple[int, dict]:
+    async def execute(
+        owner: str, url: str, body: dict[str, Any], gone: asyncio.Event
+    ) -> tuple[int, dict]:
         nonlocal running, most
         running += 1
         most = max(most, running)
@@ -142,3 +159,66 @@ def test_the_runner_keeps_its_lines_within_the_window(tmp_path: Path) -> None:
 
     assert asyncio.run(run()) == "completed"
     assert most == 1
+
+
+def test_shed_lines_leave_the_engine_and_run_again_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pacing, "TICK_S", 600.0)  # the test moves the window itself
+    files, batches = FileStore(tmp_path, 2**20), BatchStore(tmp_path)
+    data = b"".join(
+        json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/completions",
+                    "body": {"model": "m", "prompt": f"p{i}"}}).encode() + b"\n"
+        for i in range(8)
+    )  # fmt: skip
+    upload = files.save(io.BytesIO(data), "in.jsonl", "batch", "k")
+    now = int(time.time())
+    batch = Batch(new_batch_id(), "k", "/v1/completions", upload.id, "24h", now, now + 3600)
+    batches.create(batch, None)
+    attempts: list[str] = []
+    running: set[str] = set()
+
+    async def run() -> Batch:
+        released = asyncio.Event()
+
+        async def execute(
+            owner: str, url: str, body: dict[str, Any], gone: asyncio.Event
+        ) -> tuple[int, dict]:
+            attempts.append(body["prompt"])
+            running.add(body["prompt"])
+            waits = [asyncio.ensure_future(e.wait()) for e in (released, gone)]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            running.discard(body["prompt"])
+            if not released.is_set():
+                return 499, {}  # as the route answers a client that went away
+            return 200, {"id": "cmpl-1", "usage": {}}
+
+        pressure = Switch()
+        pacer = Pacer(4, pressure)
+        pacer.adjust()  # an idle server: four lines at once
+        runner = BatchRunner(batches, files, execute, pacer, max_lines=100)
+        task = asyncio.create_task(runner.run_forever())
+        await _until(lambda: len(running) == 4)
+        pressure.reason = "live requests wait"
+        pacer.adjust()  # 4 -> 2: the two youngest leave
+        await _until(lambda: len(running) == 2)
+        released.set()
+        await _until(lambda: batches.get(batch.id, None).status == "completed")
+        await runner.stop()
+        task.cancel()
+        return batches.get(batch.id, None)
+
+    done = asyncio.run(asyncio.wait_for(run(), 60))
+    rows = files.path(files.get(done.output_file_id, None)).read_text().splitlines()
+    assert sorted(json.loads(row)["custom_id"] for row in rows) == [f"r{i}" for i in range(8)]
+    twice = sorted(prompt for prompt in set(attempts) if attempts.count(prompt) == 2)
+    assert twice == sorted(attempts[2:4])  # the two youngest of the first four, run again
+    assert len(attempts) == 10  # and every other line once
+
+
+async def _until(happened: Callable[[], bool]) -> None:
+    for _ in range(3000):
+        if happened():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("it never happened")

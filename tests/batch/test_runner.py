@@ -34,7 +34,9 @@ class Recorder:
     def __init__(self) -> None:
         self.prompts: list[str] = []
 
-    async def __call__(self, owner: str, url: str, body: dict[str, Any]) -> tuple[int, dict]:
+    async def __call__(
+        self, owner: str, url: str, body: dict[str, Any], gone: asyncio.Event
+    ) -> tuple[int, dict]:
         self.prompts.append(body["prompt"])
         usage = {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
         return 200, {"id": "cmpl-1", "object": "text_completion", "usage": usage}
@@ -103,7 +105,9 @@ def test_stop_gives_the_leases_up(tmp_path: Path) -> None:
     async def run_then_stop() -> None:
         started = asyncio.Event()
 
-        async def never(owner: str, url: str, body: dict[str, Any]) -> tuple[int, dict]:
+        async def never(
+            owner: str, url: str, body: dict[str, Any], gone: asyncio.Event
+        ) -> tuple[int, dict]:
             started.set()
             await asyncio.Event().wait()  # a line that would run for ever
             raise AssertionError

@@ -313,13 +313,19 @@ def test_a_batch_on_the_real_engine(prod: RunningServer) -> None:
             _client(http, USAGE_KEY, f"{prod.url}/v1").batches.retrieve(batch.id)
 
 
-def test_batch_lines_take_at_most_half_the_engine_places() -> None:
+def test_batch_lines_leave_an_eighth_of_the_engine_places_to_live_requests() -> None:
     engine = CountingEngine()
-    with fake_client(engine, max_num_seqs=4, batch_concurrency=8) as http:
+    engine.released.clear()  # every line holds its place until the test has counted them
+    with fake_client(engine, max_num_seqs=16, batch_concurrency=64) as http:
         client = _client(http, "unused")
-        data = b"".join(line(f"r{i}", chat(max_tokens=4)) for i in range(12))
-        assert _wait(client, _submit(client, data).id).status == "completed"
-    assert engine.most <= 2  # without the cap, up to batch_concurrency (8)
+        data = b"".join(line(f"r{i}", chat(max_tokens=4)) for i in range(30))
+        batch_id = _submit(client, data).id
+        deadline = time.monotonic() + 60
+        while engine.now < 14 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        engine.released.set()
+        assert _wait(client, batch_id).status == "completed"
+    assert engine.most == 14  # 16 places but two; without the cap, batch_concurrency (64)
 
 
 def test_batch_lines_are_counted_apart_from_live_requests() -> None:
