@@ -71,7 +71,8 @@ def create_app(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            state.shutdown()
+            # Offline, every answer is on disk by now: the engine need not exit gracefully.
+            state.shutdown(wait=not in_process)
 
     keys = KeyRing.from_settings(settings)
     public = open_paths(settings, playground.PAGE_PATHS)

@@ -202,10 +202,11 @@ class ServerState:
             )
             await self._settled(timeout_s=5.0)
 
-    def shutdown(self) -> None:
-        """Stop the engine if it started, write the usage counted so far, close the files."""
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop the engine if it started (`wait`: see `Engine.shutdown`), write the usage
+        counted so far, close the files."""
         if self.engine is not None:
-            self.engine.shutdown()
+            self.engine.shutdown(wait)
             self.engine = None
         self.traffic.usage.close()
         self.files.close()

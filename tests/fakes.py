@@ -127,7 +127,7 @@ class FakeEngine:
     def is_alive(self) -> bool:
         return self.alive
 
-    def shutdown(self) -> None:
+    def shutdown(self, wait: bool = True) -> None:
         self.is_shut_down = True
 
 

@@ -173,6 +173,7 @@ class Engine(Protocol):
         """False once the engine has died (its process was killed or crashed)."""
         ...
 
-    def shutdown(self) -> None:
-        """Stop the engine and its worker processes."""
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop the engine and its worker processes; `wait=False` stops them at once, without
+        waiting for them to exit cleanly (for when nothing is in flight)."""
         ...

@@ -252,9 +252,11 @@ class VllmEngine:
         """False once the engine core has died; vLLM's monitor thread notices at once."""
         return not self._llm.errored
 
-    def shutdown(self) -> None:
-        """Stop the engine core and its worker processes."""
-        self._llm.shutdown()
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop the engine core and its worker processes (see `Engine.shutdown`)."""
+        # timeout=0 is what vLLM's own run_batch uses once its results are in: the processes
+        # are killed instead of being given ~5 s to exit on their own.
+        self._llm.shutdown(timeout=None if wait else 0)
 
 
 def install_cpu_lora_fix() -> None:
