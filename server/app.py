@@ -140,18 +140,20 @@ def _batch_runner(app: FastAPI, state: ServerState, keys: KeyRing) -> BatchRunne
     """The runner of the batches stored in `data_dir`: each line goes through the live route
     as the key that made the batch."""
     settings = state.settings
+    pacer = Pacer(
+        # An eighth of the engine's places stays free: a live request always finds one at once.
+        min(
+            settings.batch_concurrency,
+            max(1, settings.max_num_seqs - max(1, settings.max_num_seqs // 8)),
+        ),
+        state.live_pressure,
+        lambda: state.traffic.longest_live_wait() > 0,
+    )
+    state.traffic.on_live_arrival = pacer.live_arrived
     return BatchRunner(
         state.batches,
         state.files,
         lambda owner, path, body, gone: call_route(app, keys.caller_by_id(owner), path, body, gone),
-        # An eighth of the engine's places stays free: a live request always finds one at once.
-        Pacer(
-            min(
-                settings.batch_concurrency,
-                max(1, settings.max_num_seqs - max(1, settings.max_num_seqs // 8)),
-            ),
-            state.live_pressure,
-            lambda: state.traffic.longest_live_wait() > 0,
-        ),
+        pacer,
         settings.batch_max_lines,
     )

@@ -72,8 +72,10 @@ class FakeEngine:
         options: SamplingOptions,
         adapter: AdapterRef | None = None,
     ) -> AsyncIterator[list[ChoiceDelta]]:
-        if not self.released.is_set():
-            await asyncio.to_thread(self.released.wait)
+        # Polled, not waited for in a worker thread: held generations would take every thread
+        # of the default pool, and the app's own to_thread calls would queue behind them.
+        while not self.released.is_set():  # noqa: ASYNC110 (a threading.Event, set by the test)
+            await asyncio.sleep(0.005)
         tools = options.tools
         if self.tool_call is not None and tools is not None and tools.choice != "none":
             for batch in self._tool_call_deltas(options.n):

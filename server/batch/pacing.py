@@ -8,8 +8,12 @@ through a window that follows the live load, the way TCP follows a network (AIMD
 - every `TICK_S` the window halves when live requests are under pressure (what counts as
   pressure is the caller's `Pressure`: ServerState.live_pressure);
 - after `HOLD_TICKS` without pressure it grows by one line a tick, while the batch uses it
-  all; after `CALM_TICKS` without pressure (no live traffic to speak of) it is `most` at once,
-  as it is at the first tick on an idle server: a batch there runs at full speed at once;
+  all; after `CALM_TICKS` without pressure and without a live request arriving (no live
+  traffic) it is `most` at once, as it is at the first tick on an idle server: a batch there
+  runs at full speed at once;
+- the first live request to arrive after such a quiet spell restarts the window from one
+  line at once (TCP restarts from its initial window after idle), not at the next tick:
+  a batch running wide makes every engine step an order of magnitude longer;
 - it never drops below one line, so a batch always moves, and never exceeds `most`;
 - when it shrinks below the lines in flight, the youngest of those (the least work lost) are
   **shed**: told to leave the engine now and run again once there is room. Without this, a
@@ -59,6 +63,7 @@ class Pacer:
         self.in_flight = 0
         self._places: list[Place] = []  # in the order taken: the youngest last
         self._calm = CALM_TICKS  # ticks since the last pressure
+        self._quiet = CALM_TICKS  # ticks since a live request last arrived
         self._pressure = pressure
         self._starting = starting
         self._room = asyncio.Event()  # set when a place may have become free
@@ -74,9 +79,10 @@ class Pacer:
         """One step: halve on pressure; grow after a while without."""
         reason = self._pressure()
         self._calm = 0 if reason is not None else self._calm + 1
+        self._quiet += 1
         if reason is not None:
             self.window = max(1, self.window // 2)
-        elif self._calm >= CALM_TICKS:
+        elif min(self._calm, self._quiet) >= CALM_TICKS:
             self.window = self.most
         elif self._calm >= HOLD_TICKS and self.in_flight >= self.window:
             self.window = min(self.most, self.window + 1)
@@ -85,6 +91,14 @@ class Pacer:
         if reason != self._reason:
             logger.debug("Batch window %d: %s", self.window, reason or "no live pressure")
             self._reason = reason
+
+    def live_arrived(self) -> None:
+        """A live request arrived: after a quiet spell the window restarts from one line."""
+        if self._quiet >= CALM_TICKS:
+            self.window = 1
+            self._calm = 0  # hold, then grow a line a tick, as after pressure
+            self._shed_beyond_window()
+        self._quiet = 0
 
     def _shed_beyond_window(self) -> None:
         staying = [place for place in self._places if not place.shed.is_set()]

@@ -183,6 +183,7 @@ class Traffic:
         self.usage = usage
         self.tickets: set[Ticket] = set()  # open tickets, for a drain
         self.live_latency = LiveLatency()
+        self.on_live_arrival: Callable[[], None] = lambda: None  # the batch pacer listens
         self.idle = asyncio.Event()  # set while no ticket is open
         self.idle.set()
         self._timeout_s = settings.request_timeout_s
@@ -215,6 +216,8 @@ class Traffic:
         request.state.ticket = ticket  # closed by the request log when the response has ended
         self.tickets.add(ticket)
         self.idle.clear()
+        if not batch:
+            self.on_live_arrival()
         wait_s = min(queue_timeout_s, ticket.remaining_s)
         try:
             await self.admission.enter(places, wait_s)

@@ -92,6 +92,25 @@ def test_a_shrinking_window_sheds_the_youngest_lines_beyond_it() -> None:
     assert asyncio.run(scenario()) == [False, False, True, True, True, True, True, True]
 
 
+def test_a_live_arrival_after_a_quiet_spell_restarts_the_window_at_once() -> None:
+    async def scenario() -> tuple[int, list[bool], int]:
+        pacer = Pacer(64, Switch())
+        pacer.adjust()  # idle: the whole window
+        places = [await pacer.take() for _ in range(8)]
+        pacer.live_arrived()  # no tick needed: one line now, the seven youngest shed
+        restarted = pacer.window
+        for _ in range(2 * CALM_TICKS):  # no pressure, but live requests keep arriving
+            pacer.in_flight = pacer.window
+            pacer.adjust()
+            pacer.live_arrived()
+        return restarted, [p.shed.is_set() for p in places], pacer.window
+
+    restarted, shed, window = asyncio.run(scenario())
+    assert restarted == 1
+    assert shed == [False] + [True] * 7
+    assert 1 < window < 64  # grown a line a tick, never all of `most` while live requests come
+
+
 def test_no_line_starts_while_a_live_request_waits_for_its_first_token(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -5,7 +5,8 @@ real production-like server with structured outputs and tools in the lines."""
 import io
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -326,6 +327,36 @@ def test_batch_lines_leave_an_eighth_of_the_engine_places_to_live_requests() -> 
         engine.released.set()
         assert _wait(client, batch_id).status == "completed"
     assert engine.most == 14  # 16 places but two; without the cap, batch_concurrency (64)
+
+
+def test_a_live_request_sheds_a_wide_batch_which_still_answers_each_line_once() -> None:
+    engine = CountingEngine()
+    engine.released.clear()  # every generation holds until the test has counted
+    with fake_client(engine, max_num_seqs=16, batch_concurrency=64) as http:
+        client = _client(http, "unused")
+        data = b"".join(line(f"r{i}", chat(f"q{i}", max_tokens=4)) for i in range(30))
+        batch_id = _submit(client, data).id
+        _until(lambda: engine.now == 14)  # the batch runs wide: nothing live for a while
+        with ThreadPoolExecutor(1) as pool:
+            live = pool.submit(http.post, "/v1/chat/completions", json=chat(max_tokens=4))
+            try:  # the batch is shed to one line (at the arrival; else at the next ticks)
+                _until(lambda: engine.now == 2, timeout_s=30)
+            finally:
+                engine.released.set()
+            assert live.result(timeout=60).status_code == 200
+        batch = _wait(client, batch_id)
+        rows = client.files.content(batch.output_file_id).text.splitlines()
+    assert batch.status == "completed"
+    assert batch.request_counts.model_dump() == {"total": 30, "completed": 30, "failed": 0}
+    ids = sorted(json.loads(row)["custom_id"] for row in rows)
+    assert ids == sorted(f"r{i}" for i in range(30))  # each line once, shed or not
+
+
+def _until(happened: Callable[[], bool], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not happened():
+        assert time.monotonic() < deadline, "it never happened"
+        time.sleep(0.01)
 
 
 def test_batch_lines_are_counted_apart_from_live_requests() -> None:
