@@ -3,9 +3,7 @@ it was used (one line a tick, after a hold; all at once on an idle server), stay
 1..most, and the runner never exceeds it."""
 
 import asyncio
-import io
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,10 +11,10 @@ from typing import Any
 import pytest
 
 from server.batch import pacing
-from server.batch.files import FileStore
-from server.batch.jobs import Batch, BatchStore, new_batch_id
+from server.batch.jobs import Batch
 from server.batch.pacing import CALM_TICKS, HOLD_TICKS, Pacer
 from server.batch.runner import BatchRunner
+from tests.batch.stored import stored_batch
 
 
 class Switch:
@@ -141,16 +139,7 @@ def test_a_line_starts_after_the_hold_while_live_requests_keep_coming(
 
 
 def test_the_runner_keeps_its_lines_within_the_window(tmp_path: Path) -> None:
-    files, batches = FileStore(tmp_path, 2**20), BatchStore(tmp_path)
-    data = b"".join(
-        json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/completions",
-                    "body": {"model": "m", "prompt": f"p{i}"}}).encode() + b"\n"
-        for i in range(12)
-    )  # fmt: skip
-    upload = files.save(io.BytesIO(data), "in.jsonl", "batch", "k")
-    now = int(time.time())
-    batch = Batch(new_batch_id(), "k", "/v1/completions", upload.id, "24h", now, now + 3600)
-    batches.create(batch, None)
+    files, batches, batch = stored_batch(tmp_path, 12)
     running = most = 0
 
     async def execute(
@@ -184,16 +173,7 @@ def test_shed_lines_leave_the_engine_and_run_again_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(pacing, "TICK_S", 600.0)  # the test moves the window itself
-    files, batches = FileStore(tmp_path, 2**20), BatchStore(tmp_path)
-    data = b"".join(
-        json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/completions",
-                    "body": {"model": "m", "prompt": f"p{i}"}}).encode() + b"\n"
-        for i in range(8)
-    )  # fmt: skip
-    upload = files.save(io.BytesIO(data), "in.jsonl", "batch", "k")
-    now = int(time.time())
-    batch = Batch(new_batch_id(), "k", "/v1/completions", upload.id, "24h", now, now + 3600)
-    batches.create(batch, None)
+    files, batches, batch = stored_batch(tmp_path, 8)
     attempts: list[str] = []
     running: set[str] = set()
 

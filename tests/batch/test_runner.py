@@ -2,30 +2,15 @@
 a half-written result is cut off, and a lease keeps two processes off one batch."""
 
 import asyncio
-import io
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 from server.batch.files import FileStore
-from server.batch.jobs import Batch, BatchStore, new_batch_id
+from server.batch.jobs import Batch, BatchStore
 from server.batch.pacing import Pacer
 from server.batch.runner import BatchRunner
-
-
-def _setup(root: Path, lines: int) -> tuple[FileStore, BatchStore, Batch]:
-    files, batches = FileStore(root, 2**20), BatchStore(root)
-    data = b"".join(
-        json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/completions",
-                    "body": {"model": "m", "prompt": f"p{i}"}}).encode() + b"\n"
-        for i in range(lines)
-    )  # fmt: skip
-    upload = files.save(io.BytesIO(data), "in.jsonl", "batch", "k")
-    now = int(time.time())
-    batch = Batch(new_batch_id(), "k", "/v1/completions", upload.id, "24h", now, now + 3600)
-    batches.create(batch, None)
-    return files, batches, batch
+from tests.batch.stored import stored_batch
 
 
 class Recorder:
@@ -55,7 +40,7 @@ async def _run_until_ended(runner: BatchRunner, batches: BatchStore, batch_id: s
 
 
 def test_a_resumed_batch_runs_only_the_lines_not_written(tmp_path: Path) -> None:
-    files, batches, batch = _setup(tmp_path, 10)
+    files, batches, batch = stored_batch(tmp_path, 10)
 
     def started(stored: Batch) -> Batch:
         stored.counts["total"] = 10
@@ -85,7 +70,7 @@ def test_a_resumed_batch_runs_only_the_lines_not_written(tmp_path: Path) -> None
 
 
 def test_a_lease_keeps_a_second_process_off_a_running_batch(tmp_path: Path) -> None:
-    _, batches, batch = _setup(tmp_path, 1)
+    _, batches, batch = stored_batch(tmp_path, 1)
     assert [b.id for b in batches.claim("first", lease_s=60)] == [batch.id]
     assert batches.claim("second", lease_s=60) == []
     assert [b.id for b in batches.claim("first", lease_s=60)] == [batch.id]  # renewed
@@ -93,13 +78,13 @@ def test_a_lease_keeps_a_second_process_off_a_running_batch(tmp_path: Path) -> N
     assert [b.id for b in batches.claim("second", lease_s=60)] == [batch.id]
     # A lease that ran out (its process died) is taken over.
     assert [b.id for b in batches.claim("third", lease_s=-1)] == []
-    _, other, late = _setup(tmp_path / "b", 1)
+    _, other, late = stored_batch(tmp_path / "b", 1)
     other.claim("dead", lease_s=-1)
     assert [b.id for b in other.claim("alive", lease_s=60)] == [late.id]
 
 
 def test_stop_gives_the_leases_up(tmp_path: Path) -> None:
-    files, batches, batch = _setup(tmp_path, 3)
+    files, batches, batch = stored_batch(tmp_path, 3)
     batches.update(batch.id, lambda b: b.moved("in_progress"))
 
     async def run_then_stop() -> None:
@@ -123,7 +108,7 @@ def test_stop_gives_the_leases_up(tmp_path: Path) -> None:
 
 
 def test_a_batch_whose_input_file_is_gone_fails_and_keeps_its_results(tmp_path: Path) -> None:
-    files, batches, batch = _setup(tmp_path, 6)
+    files, batches, batch = stored_batch(tmp_path, 6)
     batches.update(batch.id, lambda b: b.moved("in_progress"))
     work = tmp_path / "batches" / batch.id
     work.mkdir(parents=True)
