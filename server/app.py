@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 
@@ -133,7 +134,23 @@ def _start_vllm(settings: Settings, model_path: str) -> Engine:
     # Imported here so that importing the app (and fast HTTP tests) does not load vLLM.
     from server.engine.vllm_engine import VllmEngine
 
-    return VllmEngine.start(settings, model_path)
+    engine = VllmEngine.start(settings, model_path)
+    _freeze_heap()
+    return engine
+
+
+def _freeze_heap() -> None:
+    """Put every object alive now out of the garbage collector's reach, as `vllm serve` does.
+
+    With vLLM and torch loaded this process holds some 670,000 objects, and a full collection
+    of them took 420 ms here (measured with gc.callbacks): a pause of every stream at once,
+    whenever enough objects outlive the young generations. Frozen, they are never scanned
+    again; what requests allocate later is still collected.
+    """
+    gc.collect()
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    logger.info("Froze %d start-up objects out of the garbage collector's reach", frozen)
 
 
 def _batch_runner(app: FastAPI, state: ServerState, keys: KeyRing) -> BatchRunner:
