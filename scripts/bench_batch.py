@@ -19,10 +19,14 @@ sampled every 0.1 s) and the time to the first output line (vLLM writes every li
 It prints the medians and the ratios ours / vLLM's (target: throughput >= 1.0) and writes
 results.json under `--out`.
 
-`live` starts our server (the demo model) and runs, `--repeats` times, four phases in turn:
+`live` starts our server (the demo model) and runs, `--repeats` times, four phases:
 
 - live:        live traffic alone: at most `--streams` streams, Poisson arrivals at `--rate`;
 - live+batch:  the same live traffic while a batch larger than the phase runs on the server;
+               these two alternate `--rounds` times (`--live-seconds` each), and each one's
+               requests are pooled over its rounds: the machine's drift over minutes falls on
+               both, and the p99 is taken over more requests (the 5th slowest of 480 with the
+               defaults, not the 3rd of 240 as with one minute each);
 - batch:       the `--lines` batch file alone on the server (server batch throughput);
 - offline:     the same file through the offline runner (as `offline` measures ours).
 
@@ -358,8 +362,8 @@ def live_body(prompt: str, max_tokens: int) -> dict[str, Any]:
     }
 
 
-async def live_phase(url: str, args: argparse.Namespace, seed: int) -> dict[str, Any]:
-    """Live traffic for about `--live-seconds`: TTFT percentiles and output tokens/s."""
+async def live_traffic(url: str, args: argparse.Namespace, seed: int) -> list[RequestRecord]:
+    """Live traffic for about `--live-seconds`: every request's record."""
     workload = Workload(
         int(args.rate * args.live_seconds), prompt_words=64, output_tokens=args.live_tokens,
         concurrency=args.streams, request_rate=args.rate, seed=seed,
@@ -369,7 +373,12 @@ async def live_phase(url: str, args: argparse.Namespace, seed: int) -> dict[str,
         async def send(prompt: str) -> RequestRecord:
             return await stream_chat(session, url, live_body(prompt, args.live_tokens))
 
-        records, wall_s = await run_workload(send, workload)
+        records, _ = await run_workload(send, workload)
+    return records
+
+
+def live_summary(records: list[RequestRecord], seconds: float) -> dict[str, Any]:
+    """TTFT percentiles and output tokens/s of live requests sent over `seconds`."""
     ok = [r for r in records if r.ok and r.ttft is not None]
     ttfts = sorted(r.ttft * 1000 for r in ok if r.ttft is not None)
     return {
@@ -377,8 +386,8 @@ async def live_phase(url: str, args: argparse.Namespace, seed: int) -> dict[str,
         "failed": len(records) - len(ok),
         "ttft_ms_p50": statistics.median(ttfts),
         "ttft_ms_p99": ttfts[min(len(ttfts) - 1, int(0.99 * len(ttfts)))],
-        "live_tok_s": sum(r.output_tokens for r in ok) / wall_s,
-        "seconds": wall_s,
+        "live_tok_s": sum(r.output_tokens for r in ok) / seconds,
+        "seconds": seconds,
     }
 
 
@@ -405,20 +414,22 @@ def completed(client: openai.OpenAI, batch_id: str) -> int:
 
 def live_with_batch(
     url: str, client: openai.OpenAI, args: argparse.Namespace, data: bytes, seed: int
-) -> dict[str, Any]:
-    """The live phase while the batch of `data` (larger than the phase) runs; the batch's
-    output tokens/s during the phase."""
+) -> tuple[list[RequestRecord], float, float]:
+    """Live traffic while the batch of `data` (larger than the phase) runs: the live records,
+    the seconds they took, and the batch's output tokens over them."""
     batch_id = submit(client, data)
     while completed(client, batch_id) < 1:
         time.sleep(0.1)
     before, started = batch_tokens(url), time.perf_counter()
-    row = asyncio.run(live_phase(url, args, seed))
-    row["batch_tok_s"] = (batch_tokens(url) - before) / (time.perf_counter() - started)
-    row["batch_outlasted_phase"] = client.batches.retrieve(batch_id).status == "in_progress"
+    records = asyncio.run(live_traffic(url, args, seed))
+    seconds = time.perf_counter() - started
+    tokens = batch_tokens(url) - before
+    if client.batches.retrieve(batch_id).status != "in_progress":
+        raise RuntimeError("the batch ended before the live traffic: make it larger")
     client.batches.cancel(batch_id)
     while client.batches.retrieve(batch_id).status not in ("cancelled", "completed"):
         time.sleep(0.2)
-    return row
+    return records, seconds, tokens
 
 
 def batch_alone(client: openai.OpenAI, source: Path) -> dict[str, Any]:
@@ -484,7 +495,7 @@ def live(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-batch-live-") as folder:
         work = Path(folder)
         source = write_batch_file(work / "in.jsonl", args.lines, args.seed)
-        # Larger than the live phase can finish: it runs all through it, and is then cancelled.
+        # Larger than a live phase can finish: it runs all through it, and is then cancelled.
         large = write_batch_file(work / "large.jsonl", args.lines * 5, args.seed + 1)
         for repeat in range(args.repeats):
             port = free_port()
@@ -494,10 +505,7 @@ def live(args: argparse.Namespace) -> None:
             log = args.out / f"server-{repeat}.log"
             with running_server(cmd, port, log, dict(os.environ)) as url:
                 client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
-                alone = asyncio.run(live_phase(url, args, seed=repeat))
-                runs.append({"phase": "live", "repeat": repeat} | alone)
-                mixed = live_with_batch(url, client, args, large.read_bytes(), seed=repeat)
-                runs.append({"phase": "live+batch", "repeat": repeat} | mixed)
+                runs += live_rounds(url, client, args, large.read_bytes(), repeat)
                 # "No live traffic": the pacer counts as live traffic anything within its last
                 # CALM_TICKS, and the previous phase's ended only just now.
                 time.sleep(CALM_TICKS * TICK_S + 1)
@@ -508,6 +516,32 @@ def live(args: argparse.Namespace) -> None:
                          "batch_tok_s": offline_run["output_tok_s"]})  # fmt: skip
             print(json.dumps(runs[-4:], indent=1), flush=True)
     live_report(runs, args)
+
+
+def live_rounds(
+    url: str, client: openai.OpenAI, args: argparse.Namespace, data: bytes, repeat: int
+) -> list[dict[str, Any]]:
+    """`--rounds` of live traffic alone then beside a batch, in turn, so that the machine's
+    drift over minutes falls on both; each phase's requests pooled over its rounds (a p99 over
+    more requests)."""
+    alone: list[RequestRecord] = []
+    mixed: list[RequestRecord] = []
+    alone_s = mixed_s = batch_tokens_sum = 0.0
+    for round_ in range(args.rounds):
+        seed = repeat * args.rounds + round_
+        started = time.perf_counter()
+        alone += asyncio.run(live_traffic(url, args, seed))
+        alone_s += time.perf_counter() - started
+        records, seconds, tokens = live_with_batch(url, client, args, data, seed)
+        mixed += records
+        mixed_s += seconds
+        batch_tokens_sum += tokens
+    return [
+        {"phase": "live", "repeat": repeat} | live_summary(alone, alone_s),
+        {"phase": "live+batch", "repeat": repeat}
+        | live_summary(mixed, mixed_s)
+        | {"batch_tok_s": batch_tokens_sum / mixed_s},
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -530,7 +564,8 @@ def main(argv: list[str] | None = None) -> None:
     side.add_argument("--repeats", type=int, default=1)
     side.add_argument("--streams", type=int, default=16, help="most live requests at once")
     side.add_argument("--rate", type=float, default=4.0, help="live Poisson arrivals/s")
-    side.add_argument("--live-seconds", type=float, default=60)
+    side.add_argument("--rounds", type=int, default=4, help="live / live+batch phases in turn")
+    side.add_argument("--live-seconds", type=float, default=30, help="seconds of each phase")
     side.add_argument("--live-tokens", type=int, default=64, help="output tokens per live request")
     side.add_argument("--lines", type=int, default=2000, help="lines of the batch-alone file")
     side.add_argument("--seed", type=int, default=0)

@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 # the batch pacer back off: live requests keep their latency to within about 1.25x.
 LIVE_TTFT_SLACK = 1.25
 LIVE_TTFT_SLACK_S = 0.005
+# The same for the median gap between live streams' tokens (one engine step each).
+LIVE_GAP_SLACK = 1.25
+LIVE_GAP_SLACK_S = 0.0005
 
 EngineFactory = Callable[[Settings, str], Engine]
 
@@ -138,10 +141,12 @@ class ServerState:
     def live_pressure(self) -> str | None:
         """Why live requests are under pressure now (the batch pacer backs off), or None.
 
-        Called once per pacer tick: it takes the slowest live first token since the last call.
+        Called once per pacer tick: it takes the slowest live first token and the live token
+        gaps since the last call.
         """
         traffic = self.traffic
         slowest = max(traffic.live_latency.slowest_since_last_call(), traffic.longest_live_wait())
+        gaps = traffic.live_latency.gaps_since_last_call()
         # Queues and a full KV cache matter only while a live request is there to suffer them:
         # with none, batch lines may take all the room they find.
         if traffic.live_in_flight():
@@ -153,7 +158,7 @@ class ServerState:
                 return f"{stats.num_waiting_requests} requests wait in the engine"
             if stats is not None and stats.kv_cache_usage >= KV_CACHE_FULL:
                 return f"the KV cache is {stats.kv_cache_usage:.0%} full"
-        return self._slow_first_token(slowest)
+        return self._slow_first_token(slowest) or _slow_tokens(gaps)
 
     def _slow_first_token(self, slowest: float) -> str | None:
         """Pressure when the slowest recent live first token took clearly longer than the least
@@ -240,6 +245,19 @@ class ServerState:
         except TimeoutError:
             return False
         return True
+
+
+def _slow_tokens(gaps: tuple[float, float] | None) -> str | None:
+    """Pressure when live streams' tokens lately came clearly further apart than they do
+    with nothing in the way: each engine step is longer, and so is every first token."""
+    if gaps is None:
+        return None
+    typical, least = gaps
+    if typical > least * LIVE_GAP_SLACK + LIVE_GAP_SLACK_S:
+        return (
+            f"live tokens came {typical * 1000:.1f} ms apart (least lately: {least * 1000:.1f} ms)"
+        )
+    return None
 
 
 def resolve_model_path(settings: Settings) -> str:

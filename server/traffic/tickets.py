@@ -125,6 +125,7 @@ class Ticket:
                     self._traffic.live_latency.add(now - self.arrived)
                 else:
                     itl.observe(now - self._last_output_at)
+                    self._traffic.live_latency.add_gap(now - self._last_output_at)
                 self._last_output_at = now
                 yield batch
             self._completed = True

@@ -359,14 +359,21 @@ def _until(happened: Callable[[], bool], timeout_s: float = 60) -> None:
         time.sleep(0.01)
 
 
-def test_batch_lines_are_counted_apart_from_live_requests() -> None:
+def test_batch_lines_are_counted_apart_from_live_requests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     engine = FakeEngine()
     with fake_client(engine, api_keys="key-a", admin_key="admin-key") as http:
+        gaps: list[float] = []  # what the batch pacer reads of live token gaps
+        live_latency = http.app.state.kangaroo.traffic.live_latency  # type: ignore[attr-defined]
+        monkeypatch.setattr(live_latency, "add_gap", gaps.append)
         client = _client(http, "key-a")
-        data = b"".join(line(f"r{i}", chat(max_tokens=2)) for i in range(3))
+        data = b"".join(line(f"r{i}", chat(max_tokens=3)) for i in range(3))
         assert _wait(client, _submit(client, data).id).status == "completed"
-        live = http.post("/v1/chat/completions", json=chat(max_tokens=2), headers=bearer("key-a"))
+        assert gaps == []
+        live = http.post("/v1/chat/completions", json=chat(max_tokens=3), headers=bearer("key-a"))
         assert live.status_code == 200
+        assert len(gaps) == 2  # three tokens, one at a time
         usage = http.get("/v1/usage", params={"group_by": "mode"}, headers=bearer("admin-key"))
         usage = usage.json()["data"]
         metrics = metric_samples(http.get("/metrics", headers=bearer("admin-key")).text)
