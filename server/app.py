@@ -158,10 +158,11 @@ def _batch_runner(app: FastAPI, state: ServerState, keys: KeyRing) -> BatchRunne
     as the key that made the batch."""
     settings = state.settings
     pacer = Pacer(
-        # An eighth of the engine's places stays free: a live request always finds one at once.
+        # A 32nd of the engine's places stays free: a live request finds one at once (and the
+        # first live arrival after a quiet spell sheds the batch down to one line).
         min(
             settings.batch_concurrency,
-            max(1, settings.max_num_seqs - max(1, settings.max_num_seqs // 8)),
+            max(1, settings.max_num_seqs - max(1, settings.max_num_seqs // 32)),
         ),
         state.live_pressure,
         lambda: state.traffic.longest_live_wait() > 0,

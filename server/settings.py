@@ -199,7 +199,7 @@ class Settings(LayeredSettings):
         256,
         ge=1,
         description="Most batch lines this process keeps in the engine at once (never more "
-        "than max_num_seqs less an eighth, so that a live request always finds a place at "
+        "than max_num_seqs less a 32nd, so that a live request always finds a place at "
         "once); below that, the window follows the live load.",
     )
     file_max_mib: int = Field(
