@@ -14,6 +14,8 @@ Starts our server on the demo model and measures, on the same machine and server
    parser has read the tool's name, several tokens in, so its TTFT is later by design.
 
 Each comparison runs its two sides in turn (ABAB, `--repeats` times); figures are medians.
+With `--vllm` the first comparison runs again on vLLM's own server (`vllm serve`, same model and
+engine settings): what the same constraint costs there.
 """
 
 import argparse
@@ -33,11 +35,19 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from scripts.bench import free_port, running_server  # noqa: E402
+from scripts.bench import (  # noqa: E402
+    SERVED_NAME,
+    EngineSettings,
+    free_port,
+    kangaroo_cmd,
+    prepare_model,
+    running_server,
+    vllm_server_cmd,
+)
 from scripts.bench_report import alternate, summarize  # noqa: E402
 from scripts.loadgen import client_session, stream_chat  # noqa: E402
 
-MODEL = "kangaroo-demo"
+MODEL = SERVED_NAME
 QUESTION = [{"role": "user", "content": "Tell me the colors of the fruits you know."}]
 # A long constrained answer of a known length: 40 digits in a JSON array (about 120 tokens).
 DIGITS = {
@@ -171,26 +181,38 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=256, help="requests per run")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--schemas", type=int, default=8, help="never-seen schemas to time")
+    parser.add_argument("--vllm", action="store_true", help="also on vLLM's own server")
     parser.add_argument("--out", type=Path, help="folder for results.json")
     args = parser.parse_args()
 
-    port = free_port()
-    cmd = [sys.executable, "-m", "server", "--port", str(port), "--log-level", "warning"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with (
-        tempfile.TemporaryDirectory(prefix="bench-structured-") as tmp,
-        running_server(cmd, port, Path(tmp) / "server.log", env) as url,
-    ):
-        asyncio.run(load(url, with_schema(args.tokens), 4, 4))  # warm-up, both paths
-        asyncio.run(load(url, with_tool(args.tokens), 4, 4))
-        schema = compare(url, with_schema(args.tokens), plain(args.tokens), args)
-        tools = compare(url, with_tool(args.tokens), tool_offered(CALL_TOKENS), args)
-        cold, warm = [], []
-        for _ in range(args.schemas):
-            fresh = fresh_schema()
-            cold.append(asyncio.run(first_token_s(url, fresh)))
-            warm.append(asyncio.run(first_token_s(url, fresh)))
-    report(args, schema, tools, cold, warm)
+    engine, model_dir = EngineSettings(), prepare_model("demo", None)
+    # vLLM's CPU backend takes its KV cache size from the environment, ours from a flag.
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "VLLM_CPU_KVCACHE_SPACE": str(engine.kv_cache_gib),
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-structured-") as tmp:
+        port = free_port()
+        cmd = kangaroo_cmd(model_dir, port, engine)
+        with running_server(cmd, port, Path(tmp) / "server.log", env) as url:
+            asyncio.run(load(url, with_schema(args.tokens), 4, 4))  # warm-up, both paths
+            asyncio.run(load(url, with_tool(args.tokens), 4, 4))
+            schema = compare(url, with_schema(args.tokens), plain(args.tokens), args)
+            tools = compare(url, with_tool(args.tokens), tool_offered(CALL_TOKENS), args)
+            cold, warm = [], []
+            for _ in range(args.schemas):
+                fresh = fresh_schema()
+                cold.append(asyncio.run(first_token_s(url, fresh)))
+                warm.append(asyncio.run(first_token_s(url, fresh)))
+        vllm = None
+        if args.vllm:
+            port = free_port()
+            cmd = vllm_server_cmd(model_dir, port, engine)
+            with running_server(cmd, port, Path(tmp) / "vllm.log", env) as url:
+                asyncio.run(load(url, with_schema(args.tokens), 4, 4))
+                vllm = compare(url, with_schema(args.tokens), plain(args.tokens), args)
+    report(args, schema, tools, cold, warm, vllm)
 
 
 def report(
@@ -199,10 +221,10 @@ def report(
     tools: dict[str, Any],
     cold: list[float],
     warm: list[float],
+    vllm: dict[str, Any] | None,
 ) -> None:
     """Print the figures and ratios; write results.json when --out is given."""
-    ratio_schema = schema["median"]["a"]["output_tok_s"] / schema["median"]["b"]["output_tok_s"]
-    ratio_tools = tools["median"]["a"]["output_tok_s"] / tools["median"]["b"]["output_tok_s"]
+    ratio_schema, ratio_tools = _tok_s_ratio(schema), _tok_s_ratio(tools)
     cold_ms, warm_ms = statistics.median(cold) * 1000, statistics.median(warm) * 1000
     lines = [
         f"{args.streams} streams, {args.requests} requests per run, medians of {args.repeats} runs",
@@ -221,6 +243,7 @@ def report(
         )
     lines += [
         f"json_schema / unconstrained throughput: {ratio_schema:.2f}x (target >= 0.9x)",
+        *_vllm_line(vllm),
         f"tool calls / plain throughput: {ratio_tools:.2f}x",
         f"first token of a never-seen schema: {cold_ms:.0f} ms median; the same schema again: "
         f"{warm_ms:.0f} ms ({cold_ms / warm_ms:.1f}x), over {len(cold)} schemas",
@@ -234,15 +257,30 @@ def report(
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
             "json_schema_vs_unconstrained": schema,
             "tool_calls_vs_plain": tools,
+            "vllm_json_schema_vs_unconstrained": vllm,
             "first_token_s": {"never_seen": cold, "cached": warm},
             "ratios": {
                 "json_schema": ratio_schema,
+                "vllm_json_schema": _tok_s_ratio(vllm) if vllm else None,
                 "tool_calls": ratio_tools,
                 "compile": cold_ms / warm_ms,
             },
         }
         (args.out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
         (args.out / "results.md").write_text("\n".join(lines) + "\n")
+
+
+def _vllm_line(vllm: dict[str, Any] | None) -> list[str]:
+    """The report's line on vLLM's own server, if it ran."""
+    if vllm is None:
+        return []
+    a, b = vllm["median"]["a"]["output_tok_s"], vllm["median"]["b"]["output_tok_s"]
+    return [f"the same on vLLM's own server: {a / b:.2f}x ({a:,.0f} / {b:,.0f} tok/s)"]
+
+
+def _tok_s_ratio(comparison: dict[str, Any]) -> float:
+    """Side a's median output tokens/s over side b's."""
+    return comparison["median"]["a"]["output_tok_s"] / comparison["median"]["b"]["output_tok_s"]
 
 
 if __name__ == "__main__":
