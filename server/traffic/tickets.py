@@ -124,8 +124,9 @@ class Ticket:
                     ttft.observe(now - self.arrived)
                     self._traffic.live_latency.add(now - self.arrived)
                 else:
-                    itl.observe(now - self._last_output_at)
-                    self._traffic.live_latency.add_gap(now - self._last_output_at)
+                    gap = now - self._last_output_at
+                    itl.observe(gap)
+                    self._traffic.live_latency.add_gap(gap)
                 self._last_output_at = now
                 yield batch
             self._completed = True
