@@ -13,6 +13,11 @@ Starts our server on the demo model and measures, on the same machine and server
    tokens as the call, at `--streams` streams. A call's first streamed delta comes once the
    parser has read the tool's name, several tokens in, so its TTFT is later by design.
 
+4. the CPU kernel that applies grammar token masks to the logits, vLLM's worker's step by step:
+   ours (server/engine/cpu_bitmask.py, loaded into vLLM as a plugin) against xgrammar's own, on
+   16 rows of masks that allow a few tokens each, at the demo model's vocabulary and at 32k and
+   128k (what real models have).
+
 Each comparison runs its two sides in turn (ABAB, `--repeats` times); figures are medians.
 With `--vllm` the first comparison runs again on vLLM's own server (`vllm serve`, same model and
 engine settings): what the same constraint costs there.
@@ -81,6 +86,8 @@ NO_SPECIAL_TOKENS = {str(token_id): -100 for token_id in range(5)}
 # Tokens of a forced weather call on the demo model (its length, measured).
 CALL_TOKENS = 32
 Body = Callable[[int], dict[str, Any]]
+# Vocabulary sizes the mask kernel is timed at: the demo model's, Llama 2's, Llama 3's.
+KERNEL_VOCABS = (910, 32_000, 128_256)
 
 
 def plain(tokens: int) -> Body:
@@ -163,6 +170,36 @@ def fresh_schema() -> dict[str, Any]:
     }
 
 
+def kernel_times(rows: int, repeats: int) -> dict[int, dict[str, float]]:
+    """Median seconds per call of xgrammar's CPU mask kernel and ours, at each of KERNEL_VOCABS
+    (the two in turn, `repeats` times)."""
+    import torch
+    from xgrammar.kernels.apply_token_bitmask_inplace_cpu import apply_token_bitmask_inplace_cpu
+
+    from server.engine.cpu_bitmask import apply_token_bitmask
+
+    kernels = {"xgrammar": apply_token_bitmask_inplace_cpu, "ours": apply_token_bitmask}
+    times = {}
+    for vocab in KERNEL_VOCABS:
+        bitmask = torch.zeros(rows, (vocab + 31) // 32, dtype=torch.int32)
+        bitmask[:, 1] = 0b1111  # four tokens allowed, as after a JSON value's first character
+        logits = torch.randn(rows, vocab)
+        calls = max(10, 2_000_000 // (rows * vocab))
+        runs: dict[str, list[float]] = {name: [] for name in kernels}
+        for _ in range(repeats):
+            for name, kernel in kernels.items():
+                runs[name].append(_seconds_per_call(kernel, logits, bitmask, calls))
+        times[vocab] = {name: statistics.median(seconds) for name, seconds in runs.items()}
+    return times
+
+
+def _seconds_per_call(kernel: Callable[..., None], logits: Any, bitmask: Any, calls: int) -> float:
+    started = time.perf_counter()
+    for _ in range(calls):
+        kernel(logits, bitmask)
+    return (time.perf_counter() - started) / calls
+
+
 def compare(url: str, a: Body, b: Body, args: argparse.Namespace) -> dict[str, Any]:
     """Both sides in turn, `args.repeats` times; every run's summary and the medians."""
     return alternate(
@@ -185,6 +222,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="folder for results.json")
     args = parser.parse_args()
 
+    kernels = kernel_times(args.streams, args.repeats)
     engine, model_dir = EngineSettings(), prepare_model("demo", None)
     # vLLM's CPU backend takes its KV cache size from the environment, ours from a flag.
     env = {
@@ -209,10 +247,12 @@ def main() -> None:
         if args.vllm:
             port = free_port()
             cmd = vllm_server_cmd(model_dir, port, engine)
-            with running_server(cmd, port, Path(tmp) / "vllm.log", env) as url:
+            # vLLM as its users run it: without the plugins this project installs into it.
+            stock = env | {"VLLM_PLUGINS": ""}
+            with running_server(cmd, port, Path(tmp) / "vllm.log", stock) as url:
                 asyncio.run(load(url, with_schema(args.tokens), 4, 4))
                 vllm = compare(url, with_schema(args.tokens), plain(args.tokens), args)
-    report(args, schema, tools, cold, warm, vllm)
+    report(args, schema, tools, cold, warm, vllm, kernels)
 
 
 def report(
@@ -222,6 +262,7 @@ def report(
     cold: list[float],
     warm: list[float],
     vllm: dict[str, Any] | None,
+    kernels: dict[int, dict[str, float]],
 ) -> None:
     """Print the figures and ratios; write results.json when --out is given."""
     ratio_schema, ratio_tools = _tok_s_ratio(schema), _tok_s_ratio(tools)
@@ -248,6 +289,12 @@ def report(
         f"first token of a never-seen schema: {cold_ms:.0f} ms median; the same schema again: "
         f"{warm_ms:.0f} ms ({cold_ms / warm_ms:.1f}x), over {len(cold)} schemas",
         f"failed requests: {schema['failed'] + tools['failed']}",
+        f"token-mask kernel, {args.streams} rows, median of {args.repeats}:",
+        *(
+            f"  vocabulary {vocab:,}: xgrammar {t['xgrammar'] * 1e6:,.0f} us, ours "
+            f"{t['ours'] * 1e6:,.0f} us ({t['xgrammar'] / t['ours']:.1f}x faster)"
+            for vocab, t in kernels.items()
+        ),
     ]
     print("\n".join(lines))
     if args.out:
@@ -259,6 +306,7 @@ def report(
             "tool_calls_vs_plain": tools,
             "vllm_json_schema_vs_unconstrained": vllm,
             "first_token_s": {"never_seen": cold, "cached": warm},
+            "mask_kernel_s": kernels,
             "ratios": {
                 "json_schema": ratio_schema,
                 "vllm_json_schema": _tok_s_ratio(vllm) if vllm else None,

@@ -103,5 +103,8 @@ def test_the_wheel_carries_the_playground_and_the_vllm_plugin(installed: Path) -
         "style.css",
     }
     (entry_points,) = site.glob("kangaroo-*.dist-info/entry_points.txt")
-    plugin = "kangaroo_cpu_lora_fix = server.engine.vllm_engine:install_cpu_lora_fix"
-    assert plugin in entry_points.read_text()
+    plugins = (
+        "kangaroo_cpu_lora_fix = server.engine.vllm_engine:install_cpu_lora_fix",
+        "kangaroo_cpu_bitmask = server.engine.cpu_bitmask:install",
+    )
+    assert all(plugin in entry_points.read_text() for plugin in plugins)

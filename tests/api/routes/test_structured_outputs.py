@@ -14,7 +14,7 @@ import openai
 import pytest
 from pydantic import BaseModel, Field
 
-from tests.conftest import MODEL
+from tests.conftest import MODEL, RunningServer
 
 ASK = [{"role": "user", "content": "Tell me the color of a banana."}]
 # Every string is bounded: a tiny model would otherwise write until max_tokens.
@@ -303,3 +303,17 @@ async def test_mixed_traffic_in_one_batch_is_all_right(async_client: openai.Asyn
     for order in range(3):
         random.Random(order).shuffle(kinds)
         await asyncio.gather(*(kind() for kind in kinds))
+
+
+def test_the_model_worker_masks_tokens_with_our_cpu_kernel(
+    client: openai.OpenAI, server: RunningServer
+) -> None:
+    # server/engine/cpu_bitmask.py, loaded by vLLM into each of its processes as a plugin: the
+    # worker, where the masks are applied, says so the first time it applies one. (That the
+    # answers are right is what the tests above check.)
+    reply = client.chat.completions.create(
+        model=MODEL, messages=ASK, max_tokens=24, response_format={"type": "json_object"}
+    )
+    assert reply.choices[0].message.content
+    workers = [line for line in server.log().splitlines() if "Worker" in line]
+    assert any("applied by Kangaroo's kernel" in line for line in workers)
