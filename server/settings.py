@@ -118,6 +118,11 @@ class Settings(LayeredSettings):
     enforce_eager: bool = Field(
         False, description="Run the model eagerly: no torch.compile at start-up."
     )
+    async_scheduling: bool = Field(
+        True,
+        description="Schedule the next engine step while the model runs this one (vLLM's async "
+        "scheduling; vLLM leaves it off on CPU, Kangaroo turns it on there too).",
+    )
     tool_call_parser: str = Field(
         "auto",
         description="How tool calls are written and read: auto (from the chat template: the "

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import AutoTokenizer
+from vllm.engine.arg_utils import AsyncEngineArgs
 from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
 from vllm.parser.abstract_parser import Parser
 from vllm.sampling_params import RequestOutputKind
-from vllm.v1.engine.async_llm import AsyncLLM
 
 from finetune.demo import skills
 from server.engine.generation import SamplingOptions, ToolUse
@@ -56,11 +56,11 @@ def test_template_refusal_is_a_400_naming_the_reason(tokenizer) -> None:
 def test_settings_reach_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     captured = {}
 
-    def capture(args, stat_loggers):
+    def capture(args):
         captured["args"] = args
         raise RuntimeError("captured")
 
-    monkeypatch.setattr(AsyncLLM, "from_engine_args", capture)
+    monkeypatch.setattr(AsyncEngineArgs, "create_engine_config", capture)
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "unset")
     settings = load_settings(
         [
@@ -86,6 +86,7 @@ def test_settings_reach_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
             "--seed",
             "9",
             "--enforce-eager",
+            "--no-async-scheduling",
             "--enable-lora",
             "--max-lora-rank",
             "64",
@@ -108,6 +109,7 @@ def test_settings_reach_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     assert args.distributed_executor_backend == "ray"
     assert args.seed == 9
     assert args.enforce_eager is True
+    assert args.async_scheduling is False  # on by default: None, vLLM's choice (on CPU: ours)
     assert (args.enable_lora, args.max_lora_rank, args.max_loras, args.max_cpu_loras) == (
         True,
         64,

@@ -92,6 +92,12 @@ def test_a_prompt_longer_than_the_context_never_reaches_the_engine(
     assert "maximum context length is 2048 tokens" in refused.json()["error"]["message"]
 
 
+def test_the_engine_schedules_a_step_while_the_model_runs_one(prod) -> None:
+    # On by default, on CPU too, where vLLM's own default is off (server/engine/vllm_engine.py).
+    [line] = _log_lines(prod, "Async scheduling")
+    assert line["message"] == "Async scheduling: on"
+
+
 def test_the_start_up_heap_is_frozen_out_of_the_garbage_collectors_reach(prod) -> None:
     # vLLM and torch leave some 670,000 objects a full collection would scan (420 ms measured).
     [line] = _log_lines(prod, "start-up objects")
