@@ -2,10 +2,10 @@
 
 Every engine step, vLLM's model worker sets the logits of the tokens a request's grammar forbids
 to -inf with `xgrammar.apply_token_bitmask_inplace`. On CPU that is xgrammar 0.2.8's scalar loop
-over every (row, token) bit: at 16 rows it takes 69 µs for the demo model's 910 tokens, 2.3 ms
+over every (row, token) bit: at 16 rows it takes 67 µs for the demo model's 910 tokens, 2.3 ms
 for a 32k vocabulary and 9.3 ms for 128k, a step's worth of time. Unpacking the bits with numpy
-and one `masked_fill_` does the same in 18 µs, 0.22 ms and 1.1 ms (`scripts/bench_structured.py
-kernel`). GPU tensors, and any call this kernel does not cover, go to xgrammar's own.
+and one `masked_fill_` does the same in 18 µs, 0.31 ms and 1.2 ms (`scripts/bench_structured.py`
+times both). GPU tensors, and any call this kernel does not cover, go to xgrammar's own.
 """
 
 import logging
