@@ -201,8 +201,8 @@ def _seconds_per_call(kernel: Callable[..., None], logits: Any, bitmask: Any, ca
 
 
 def warm_up(url: str, kinds: tuple[Callable[[int], Body], ...], args: argparse.Namespace) -> None:
-    """A run's worth of streams of each kind of request, untimed: the first runs at a new load
-    are slower (one measured 0.68x where the four after it gave 0.88-1.0x)."""
+    """A run's worth of streams of each kind of request, untimed, at the measured load (the first
+    timed pair still tends to be the low one; see the README)."""
     for kind in kinds:
         asyncio.run(load(url, kind(args.tokens), 2 * args.streams, args.streams))
 
